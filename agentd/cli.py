@@ -1,0 +1,97 @@
+"""The `agentd` command: serve, chat, models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(help="agentd: an agent-centric orchestration server for language models.",
+                  no_args_is_help=True)
+
+BaseURL = Annotated[str, typer.Option(envvar="AGENTD_URL", help="Server to talk to.")]
+ApiKey = Annotated[Optional[str], typer.Option(envvar="AGENTD_API_KEY", help="Bearer key.")]
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to bind.")] = None,
+    model: Annotated[Optional[list[str]], typer.Option(
+        help="Model to serve, repeatable: `embedded`, PATH, ID=PATH or ID=URL#upstream-model.")] = None,
+    api_key: Annotated[Optional[list[str]], typer.Option(help="Accepted API key, repeatable.")] = None,
+    cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allowed CORS origin, repeatable.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Where converted models and state live.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="torch dtype for local models.")] = None,
+) -> None:
+    """Serve the OpenAI-compatible API."""
+    import uvicorn
+
+    from agentd.config import Settings
+    from agentd.server.app import create_app
+
+    flags = {"host": host, "port": port, "models": model, "api_keys": api_key,
+             "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype}
+    settings = Settings(**{k: v for k, v in flags.items() if v})
+    try:
+        application = create_app(settings)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")
+
+
+def _client(base_url: str, api_key: Optional[str]):
+    from openai import OpenAI
+
+    return OpenAI(base_url=base_url.rstrip("/") + "/v1", api_key=api_key or os.environ.get("OPENAI_API_KEY", "none"))
+
+
+@app.command()
+def models(base_url: BaseURL = "http://127.0.0.1:8000", api_key: ApiKey = None) -> None:
+    """List the models a server offers."""
+    for entry in _client(base_url, api_key).models.list():
+        typer.echo(f"{entry.id}\t{entry.owned_by}")
+
+
+@app.command()
+def chat(
+    model: Annotated[str, typer.Option(help="Model id.")] = "smollm2-135m-instruct",
+    base_url: BaseURL = "http://127.0.0.1:8000",
+    api_key: ApiKey = None,
+    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+) -> None:
+    """Chat in the terminal; answers stream. An empty line or Ctrl-D ends it."""
+    import openai
+
+    client = _client(base_url, api_key)
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    while True:
+        try:
+            line = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not line:
+            break
+        history.append({"role": "user", "content": line})
+        answer = ""
+        typer.echo("model> ", nl=False)
+        try:
+            for chunk in client.chat.completions.create(
+                model=model, messages=history, stream=True, max_tokens=max_tokens
+            ):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    answer += chunk.choices[0].delta.content
+                    typer.echo(chunk.choices[0].delta.content, nl=False)
+        except openai.APIError as error:
+            typer.echo(f"\nerror: {error}", err=True)
+            history.pop()
+            continue
+        typer.echo()
+        history.append({"role": "assistant", "content": answer})
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,31 @@
+"""Server configuration: flags override `AGENTD_*` environment variables override defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTD_")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # `embedded`, a model folder (`ID=PATH`), or an OpenAI-compatible upstream (`ID=URL#model`).
+    models: CommaList = Field(default_factory=lambda: ["embedded"])
+    api_keys: CommaList = Field(default_factory=list)
+    cors_origins: CommaList = Field(default_factory=list)
+    data_dir: Path = Path.home() / ".cache" / "agentd"
+    dtype: str = "bfloat16"
+
+    @field_validator("models", "api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

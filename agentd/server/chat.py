@@ -1,0 +1,168 @@
+"""POST /v1/chat/completions for plain models, with client-side tool calling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from agentd.llm.messages import UnsupportedContent, to_template_messages
+from agentd.llm.tool_calls import ArgumentsPiece, CallStart, ContentPiece, ToolCallParser, plan_tool_calls
+from agentd.server.errors import APIError
+from agentd.server.generation import (
+    RequestRecord,
+    fan_out,
+    find_engine,
+    merged_streams,
+    new_id,
+    sampling_params,
+    sse_response,
+    validate_all,
+)
+from agentd.server.protocol import ChatCompletionRequest, JsonObjectFormat, JsonSchemaFormat
+from pipelines.engine import Constraint, EngineError, GenerationRequest
+
+
+def _tool_plan(body: ChatCompletionRequest):
+    tools = [t.function.model_dump() for t in body.tools or []]
+    choice = body.tool_choice
+    if choice is not None and not tools:
+        raise APIError(400, "`tool_choice` is only allowed when `tools` are given", param="tool_choice")
+    if choice is not None and not isinstance(choice, str):
+        if choice.function.name not in {t["name"] for t in tools}:
+            raise APIError(
+                400, f"tool_choice names `{choice.function.name}`, which is not among the tools",
+                param="tool_choice",
+            )
+        choice = {"name": choice.function.name}
+    return plan_tool_calls(tools, choice, body.parallel_tool_calls)
+
+
+def _format_constraint(body: ChatCompletionRequest) -> Constraint | None:
+    fmt = body.response_format
+    if isinstance(fmt, JsonObjectFormat):
+        return Constraint("json_object")
+    if isinstance(fmt, JsonSchemaFormat):
+        return Constraint("json_schema", fmt.json_schema.schema_)
+    return None
+
+
+def _generation_request(body: ChatCompletionRequest):
+    plan = _tool_plan(body)
+    try:
+        messages = to_template_messages(body.messages, plan.prompt)
+    except UnsupportedContent as error:
+        raise APIError(400, str(error), param=error.param) from error
+    request = GenerationRequest(
+        params=sampling_params(body, body.token_limit()),
+        messages=tuple(messages),
+        constraint=plan.constraint or _format_constraint(body),
+    )
+    return request, plan
+
+
+class _ChoiceState:
+    """Turns one choice's text into OpenAI deltas, tool calls included."""
+
+    def __init__(self, index: int, parse_tools: bool, forced: bool):
+        self.index = index
+        self.parser = ToolCallParser(forced) if parse_tools else None
+        self.started = False
+        self.content = ""
+
+    def deltas(self, text: str, last: bool) -> list[dict[str, Any]]:
+        if self.parser is None:
+            events = [ContentPiece(text)] if text else []
+        else:
+            events = self.parser.feed(text) + (self.parser.finish() if last else [])
+        out = []
+        for event in events:
+            if isinstance(event, ContentPiece):
+                if not event.text:
+                    continue
+                self.content += event.text
+                delta: dict[str, Any] = {"content": event.text}
+            elif isinstance(event, CallStart):
+                delta = {"tool_calls": [{
+                    "index": event.index, "id": event.id, "type": "function",
+                    "function": {"name": event.name, "arguments": ""},
+                }]}
+            else:
+                delta = {"tool_calls": [{"index": event.index, "function": {"arguments": event.text}}]}
+            out.append(self._with_role(delta))
+        if last and not self.started:
+            out.append(self._with_role({"content": ""}))
+        return out
+
+    def _with_role(self, delta: dict[str, Any]) -> dict[str, Any]:
+        if not self.started:
+            self.started = True
+            return {"role": "assistant", **delta}
+        return delta
+
+    @property
+    def tool_calls(self) -> list[dict[str, Any]]:
+        calls = self.parser.calls if self.parser else []
+        return [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in calls
+        ]
+
+    def finish_reason(self, engine_reason: str) -> str:
+        return "tool_calls" if self.tool_calls else engine_reason
+
+
+async def create_chat_completion(body: ChatCompletionRequest, http: Request):
+    state = http.app.state
+    engine = find_engine(state.registry, body.model)
+    request, plan = _generation_request(body)
+    requests = fan_out(request, body.n)
+    await validate_all(engine, requests)
+    record = RequestRecord(state.metrics, "chat", body.model)
+    choices = [_ChoiceState(i, plan.constraint is not None, plan.forced) for i in range(body.n)]
+    head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse_response(_chunks(engine, requests, choices, head, record, include_usage), record)
+    try:
+        return await _complete(engine, requests, choices, head, record)
+    except EngineError as error:
+        record.done(error.status)
+        raise APIError.from_engine(error) from error
+
+
+async def _chunks(engine, requests, choices, head, record, include_usage) -> AsyncIterator[dict[str, Any]]:
+    base = {**head, "object": "chat.completion.chunk"}
+    async for index, delta in merged_streams(engine, requests):
+        record.saw(delta)
+        choice = choices[index]
+        last = delta.finish_reason is not None
+        for piece in choice.deltas(delta.text, last):
+            yield {**base, "choices": [{"index": index, "delta": piece, "logprobs": None, "finish_reason": None}]}
+        if last:
+            reason = choice.finish_reason(delta.finish_reason)
+            yield {**base, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
+    if include_usage:
+        yield {**base, "choices": [], "usage": record.usage()}
+
+
+async def _complete(engine, requests, choices, head, record) -> dict[str, Any]:
+    reasons: dict[int, str] = {}
+    async for index, delta in merged_streams(engine, requests):
+        record.saw(delta)
+        choices[index].deltas(delta.text, delta.finish_reason is not None)
+        if delta.finish_reason:
+            reasons[index] = choices[index].finish_reason(delta.finish_reason)
+    record.done(200)
+    out = []
+    for choice in choices:
+        message: dict[str, Any] = {"role": "assistant", "content": choice.content or None}
+        if choice.tool_calls:
+            message["tool_calls"] = choice.tool_calls
+        elif message["content"] is None:
+            message["content"] = ""
+        out.append({"index": choice.index, "message": message, "logprobs": None,
+                    "finish_reason": reasons[choice.index]})
+    return {**head, "object": "chat.completion", "choices": out, "usage": record.usage()}

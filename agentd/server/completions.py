@@ -1,0 +1,69 @@
+"""POST /v1/completions: raw prompts, no chat template."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from agentd.server.errors import APIError
+from agentd.server.generation import (
+    RequestRecord,
+    fan_out,
+    find_engine,
+    merged_streams,
+    new_id,
+    sampling_params,
+    sse_response,
+    validate_all,
+)
+from agentd.server.protocol import CompletionRequest
+from pipelines.engine import EngineError, GenerationRequest
+
+
+async def create_completion(body: CompletionRequest, http: Request):
+    state = http.app.state
+    engine = find_engine(state.registry, body.model)
+    params = sampling_params(body, body.max_tokens)
+    # Choice index = prompt index * n + sample index, as OpenAI numbers them.
+    requests = [r for p in body.prompts() for r in fan_out(GenerationRequest(params=params, prompt=p), body.n)]
+    await validate_all(engine, requests)
+    record = RequestRecord(state.metrics, "completions", body.model)
+    head = {"id": new_id("cmpl"), "created": int(time.time()), "model": body.model, "object": "text_completion"}
+    echo = [p for p in body.prompts() for _ in range(body.n)] if body.echo else None
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return sse_response(_chunks(engine, requests, head, record, include_usage, echo), record)
+    texts = [""] * len(requests)
+    reasons = [""] * len(requests)
+    try:
+        async for index, delta in merged_streams(engine, requests):
+            record.saw(delta)
+            texts[index] += delta.text
+            reasons[index] = delta.finish_reason or reasons[index]
+    except EngineError as error:
+        record.done(error.status)
+        raise APIError.from_engine(error) from error
+    record.done(200)
+    choices = [
+        {"index": i, "text": (echo[i] if echo else "") + text, "logprobs": None, "finish_reason": reasons[i]}
+        for i, text in enumerate(texts)
+    ]
+    return {**head, "choices": choices, "usage": record.usage()}
+
+
+async def _chunks(engine, requests, head, record, include_usage, echo) -> AsyncIterator[dict[str, Any]]:
+    started: set[int] = set()
+    async for index, delta in merged_streams(engine, requests):
+        record.saw(delta)
+        text = delta.text
+        if echo and index not in started:
+            text = echo[index] + text
+        started.add(index)
+        if text or delta.finish_reason:
+            choice = {"index": index, "text": text, "logprobs": None, "finish_reason": delta.finish_reason}
+            yield {**head, "choices": [choice]}
+    if include_usage:
+        yield {**head, "choices": [], "usage": record.usage()}

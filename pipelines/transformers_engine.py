@@ -1,0 +1,337 @@
+"""The CPU default engine: transformers with continuous batching.
+
+One worker thread owns the model. Sequences join the running batch at any step (their prompt
+is prefilled, then their KV cache is left-padded and concatenated to the batch's) and leave
+it the step they finish or are cancelled, so a new request waits for one prefill, never for
+another request to end. Left padding keeps every row's newest token in the last column, so a
+decode step is one forward pass for the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipelines.decoding import GrammarCompiler, TextAccumulator, sample_next_tokens
+from pipelines.engine import (
+    ContextLengthExceeded,
+    EngineError,
+    EngineInfo,
+    GenerationRequest,
+    TextDelta,
+    TextEngine,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class _Sequence:
+    request: GenerationRequest
+    prompt_ids: list[int]
+    max_tokens: int
+    accumulator: TextAccumulator
+    loop: asyncio.AbstractEventLoop
+    outbox: asyncio.Queue
+    generator: torch.Generator | None = None
+    matcher: Any = None
+    completion_tokens: int = 0
+    finished: bool = False
+    cancelled: bool = False
+
+    def send(self, item: TextDelta | Exception) -> None:
+        self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+
+    def finish(self, reason: str, text: str = "") -> None:
+        self.finished = True
+        self.send(
+            TextDelta(
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(self.prompt_ids),
+                completion_tokens=self.completion_tokens,
+            )
+        )
+
+
+@dataclass
+class _Batch:
+    sequences: list[_Sequence]
+    cache: Any
+    attention_mask: torch.Tensor  # [rows, cached columns]; 0 marks left padding
+    last_tokens: torch.Tensor = field(default_factory=lambda: torch.empty(0, 1, dtype=torch.long))
+
+
+class TransformersEngine(TextEngine):
+    def __init__(
+        self,
+        model_id: str,
+        folder: str | Path,
+        *,
+        dtype: str = "bfloat16",
+        max_batch_size: int = 32,
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype))
+        self.model.eval()
+        config = self.model.config
+        context = getattr(config, "max_position_embeddings", None) or 2048
+        self.info = EngineInfo(id=model_id, context_length=int(context), meta={"path": str(folder)})
+        self._eos_ids = self._stop_token_ids(GenerationConfig, folder)
+        self._grammars = GrammarCompiler(self.tokenizer, config.vocab_size, sorted(self._eos_ids))
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = min(self._eos_ids)
+        self._max_batch = max_batch_size
+        self._pending: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._active = 0
+        self._closing = False
+        self._worker = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
+        self._worker.start()
+
+    def _stop_token_ids(self, generation_config_cls: Any, folder: str | Path) -> set[int]:
+        ids: set[int] = set()
+        try:
+            eos = generation_config_cls.from_pretrained(folder).eos_token_id
+        except OSError:
+            eos = None
+        for value in (eos, self.tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif value:
+                ids.update(value)
+        if not ids:
+            raise EngineError(f"{folder}: the model defines no end-of-sequence token", status=500)
+        return ids
+
+    # -- the async side -------------------------------------------------------------------
+
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if request.messages is not None:
+            if not self.tokenizer.chat_template:
+                raise EngineError(f"model {self.info.id} has no chat template; use /v1/completions")
+            text = self.tokenizer.apply_chat_template(
+                list(request.messages), tokenize=False, add_generation_prompt=True
+            )
+            return self.tokenizer(text, add_special_tokens=False).input_ids
+        return self.tokenizer(request.prompt or "").input_ids
+
+    def _budget(self, request: GenerationRequest, prompt_tokens: int) -> int:
+        limit = self.info.context_length
+        wanted = request.params.max_tokens
+        if wanted is None:
+            if prompt_tokens >= limit:
+                raise ContextLengthExceeded(limit, prompt_tokens, 1)
+            return limit - prompt_tokens
+        if prompt_tokens + wanted > limit:
+            raise ContextLengthExceeded(limit, prompt_tokens, wanted)
+        return wanted
+
+    async def validate(self, request: GenerationRequest) -> int:
+        prompt_tokens = len(self._prompt_ids(request))
+        self._budget(request, prompt_tokens)
+        return prompt_tokens
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
+        prompt_ids = self._prompt_ids(request)
+        params = request.params
+        generator = None
+        if params.seed is not None and params.temperature > 0:
+            generator = torch.Generator().manual_seed(params.seed)
+        seq = _Sequence(
+            request=request,
+            prompt_ids=prompt_ids,
+            max_tokens=self._budget(request, len(prompt_ids)),
+            accumulator=TextAccumulator(self.tokenizer, params.stop),
+            loop=asyncio.get_running_loop(),
+            outbox=asyncio.Queue(),
+            generator=generator,
+            matcher=self._grammars.matcher(request.constraint) if request.constraint else None,
+        )
+        self._pending.put(seq)
+        try:
+            while True:
+                item = await seq.outbox.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if item.finish_reason:
+                    return
+        finally:
+            # Read by the worker at its next step: a closed stream stops costing compute.
+            seq.cancelled = True
+
+    @property
+    def active_sequences(self) -> int:
+        return self._active
+
+    async def close(self) -> None:
+        self._closing = True
+        self._pending.put(None)
+        await asyncio.to_thread(self._worker.join, 30)
+
+    # -- the worker thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        batch: _Batch | None = None
+        with torch.inference_mode():
+            while not self._closing:
+                joining = self._take_pending(block=batch is None)
+                try:
+                    if joining:
+                        batch = self._merge(batch, self._prefill(joining))
+                    elif batch is not None:
+                        self._decode(batch)
+                except Exception as error:  # noqa: BLE001 - any failure ends only its batch
+                    log.exception("generation failed")
+                    for seq in (batch.sequences if batch else []) + joining:
+                        if not seq.finished:
+                            seq.finished = True
+                            seq.send(EngineError(f"generation failed: {error}", status=500))
+                    batch = None
+                batch = self._without_finished(batch)
+                self._active = len(batch.sequences) if batch else 0
+
+    def _take_pending(self, block: bool) -> list[_Sequence]:
+        taken: list[_Sequence] = []
+        room = self._max_batch - self._active
+        while len(taken) < max(room, 0):
+            try:
+                seq = self._pending.get(block=block and not taken)
+            except queue.Empty:
+                break
+            if seq is None:
+                break
+            if not seq.cancelled:
+                taken.append(seq)
+        return taken
+
+    def _prefill(self, sequences: list[_Sequence]) -> _Batch:
+        from transformers import DynamicCache
+
+        width = max(len(s.prompt_ids) for s in sequences)
+        input_ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            input_ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
+            mask[row, width - len(seq.prompt_ids) :] = 1
+        cache = DynamicCache(config=self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        batch = _Batch(sequences=sequences, cache=out.past_key_values, attention_mask=mask)
+        self._advance(batch, out.logits[:, -1, :])
+        return batch
+
+    def _decode(self, batch: _Batch) -> None:
+        mask = torch.cat([batch.attention_mask, torch.ones_like(batch.last_tokens)], dim=1)
+        positions = mask.sum(-1, keepdim=True) - 1
+        out = self.model(
+            input_ids=batch.last_tokens,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        batch.attention_mask = mask
+        self._advance(batch, out.logits[:, -1, :])
+
+    def _advance(self, batch: _Batch, logits: torch.Tensor) -> None:
+        """Pick each row's next token and deliver what it adds to the text."""
+        logits = logits.float()
+        constrained = [i for i, s in enumerate(batch.sequences) if s.matcher is not None]
+        if constrained:
+            bitmask = self._grammars.allocate_bitmask(len(batch.sequences))
+            for row in constrained:
+                batch.sequences[row].matcher.fill_next_token_bitmask(bitmask, row)
+            self._grammars.apply_bitmask(logits, bitmask, constrained)
+        seqs = batch.sequences
+        tokens = sample_next_tokens(
+            logits,
+            [s.request.params.temperature for s in seqs],
+            [s.request.params.top_p for s in seqs],
+            [s.generator for s in seqs],
+        )
+        batch.last_tokens = torch.tensor(tokens, dtype=torch.long).unsqueeze(1)
+        for seq, token in zip(seqs, tokens, strict=True):
+            if seq.cancelled:
+                seq.finished = True
+            elif not seq.finished:
+                self._accept(seq, token)
+
+    def _accept(self, seq: _Sequence, token: int) -> None:
+        seq.completion_tokens += 1
+        if seq.matcher is not None:
+            seq.matcher.accept_token(token)
+        if token in self._eos_ids:
+            seq.finish("stop", seq.accumulator.flush())
+            return
+        text, hit_stop = seq.accumulator.push(token)
+        if hit_stop or (seq.matcher is not None and seq.matcher.is_terminated()):
+            seq.finish("stop", text + ("" if hit_stop else seq.accumulator.flush()))
+        elif seq.completion_tokens >= seq.max_tokens:
+            seq.finish("length", text + seq.accumulator.flush())
+        elif text:
+            seq.send(TextDelta(text=text))
+
+    def _merge(self, running: _Batch | None, joining: _Batch) -> _Batch:
+        if running is None:
+            return joining
+        width = max(running.attention_mask.shape[1], joining.attention_mask.shape[1])
+        for mine, theirs in zip(running.cache.layers, joining.cache.layers, strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat(
+                [_left_pad(mine.values, width), _left_pad(theirs.values, width)]
+            )
+        running.attention_mask = torch.cat(
+            [_left_pad(running.attention_mask, width), _left_pad(joining.attention_mask, width)]
+        )
+        running.last_tokens = torch.cat([running.last_tokens, joining.last_tokens])
+        running.sequences = running.sequences + joining.sequences
+        return running
+
+    def _without_finished(self, batch: _Batch | None) -> _Batch | None:
+        if batch is None:
+            return None
+        keep = [i for i, s in enumerate(batch.sequences) if not (s.finished or s.cancelled)]
+        if not keep:
+            return None
+        if len(keep) < len(batch.sequences):
+            index = torch.tensor(keep)
+            mask = batch.attention_mask[index]
+            # Columns that are padding in every remaining row are dead weight: drop them.
+            first = int((mask.sum(0) > 0).nonzero()[0])
+            for layer in batch.cache.layers:
+                layer.keys = layer.keys[index, :, first:]
+                layer.values = layer.values[index, :, first:]
+            batch.attention_mask = mask[:, first:]
+            batch.last_tokens = batch.last_tokens[index]
+            batch.sequences = [batch.sequences[i] for i in keep]
+        return batch
+
+
+def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad the sequence axis (the last for masks, the third for [b, heads, seq, dim]) on the left."""
+    axis = 1 if tensor.dim() == 2 else 2
+    missing = width - tensor.shape[axis]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)

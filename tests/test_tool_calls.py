@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from agentd.llm.tool_calls import (
+    ArgumentsPiece,
+    CallStart,
+    ContentPiece,
+    ToolCallParser,
+    plan_tool_calls,
+)
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+def run(parser: ToolCallParser, pieces: list[str]):
+    events = []
+    for piece in pieces:
+        events += parser.feed(piece)
+    return events + parser.finish()
+
+
+def chars(text: str) -> list[str]:
+    return list(text)
+
+
+@pytest.mark.parametrize("split", [chars, lambda t: [t], lambda t: [t[:7], t[7:30], t[30:]]])
+def test_auto_mode_separates_words_and_calls_however_the_text_is_split(split):
+    text = (
+        'Let me check. <tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'
+        '</tool_call><tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>'
+    )
+    parser = ToolCallParser(forced=False)
+    events = run(parser, split(text))
+    content = "".join(e.text for e in events if isinstance(e, ContentPiece))
+    starts = [e for e in events if isinstance(e, CallStart)]
+    args = ["".join(e.text for e in events if isinstance(e, ArgumentsPiece) and e.index == i) for i in (0, 1)]
+    assert content == "Let me check. "
+    assert [s.name for s in starts] == ["get_weather", "get_weather"]
+    assert [json.loads(a) for a in args] == [{"city": "Paris"}, {"city": "Rome"}]
+    assert [c["arguments"] for c in parser.calls] == args
+    assert starts[0].id != starts[1].id and starts[0].id.startswith("call_")
+
+
+def test_forced_mode_reads_one_call_object():
+    parser = ToolCallParser(forced=True)
+    events = run(parser, chars('{"name": "get_weather", "arguments": {"city": {"nested": 1}}}'))
+    assert isinstance(events[0], CallStart)
+    assert json.loads(parser.calls[0]["arguments"]) == {"city": {"nested": 1}}
+
+
+def test_text_that_only_resembles_the_tag_is_content():
+    parser = ToolCallParser(forced=False)
+    events = run(parser, chars("a <tool is not <tool_cal a call"))
+    assert "".join(e.text for e in events) == "a <tool is not <tool_cal a call"
+    assert parser.calls == []
+
+
+def test_plans():
+    assert plan_tool_calls([WEATHER], "none", True).constraint is None
+    auto = plan_tool_calls([WEATHER], "auto", False)
+    assert auto.constraint.kind == "tagged_json" and auto.constraint.stop_after_first
+    assert "get_weather" in auto.prompt and not auto.forced
+    named = plan_tool_calls([WEATHER, {**WEATHER, "name": "other"}], {"name": "other"}, True)
+    assert named.forced and named.constraint.schema["properties"]["name"] == {"const": "other"}
+    required = plan_tool_calls([WEATHER, {**WEATHER, "name": "other"}], "required", True)
+    assert len(required.constraint.schema["anyOf"]) == 2
