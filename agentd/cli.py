@@ -62,6 +62,7 @@ def chat(
     api_key: ApiKey = None,
     system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
     max_tokens: Annotated[int, typer.Option(help="Most tokens per answer.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 0.7,
 ) -> None:
     """Chat in the terminal; answers stream. An empty line or Ctrl-D ends it."""
     import openai
@@ -80,7 +81,8 @@ def chat(
         typer.echo("model> ", nl=False)
         try:
             for chunk in client.chat.completions.create(
-                model=model, messages=history, stream=True, max_tokens=max_tokens
+                model=model, messages=history, stream=True, max_tokens=max_tokens,
+                temperature=temperature,
             ):
                 if chunk.choices and chunk.choices[0].delta.content:
                     answer += chunk.choices[0].delta.content

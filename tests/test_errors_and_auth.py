@@ -1,0 +1,110 @@
+"""Bad input gets a 4xx in OpenAI's error shape; API keys guard /v1 but not /health."""
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MODEL, start_server
+
+QUESTION = [{"role": "user", "content": "Hi"}]
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def error_of(response: httpx.Response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    return body["error"]
+
+
+def test_invalid_json_is_400(http):
+    response = http.post("/v1/chat/completions", content=b'{"model": ', headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "JSON" in error_of(response)["message"]
+
+
+@pytest.mark.parametrize(
+    "patch, param",
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": None}, "messages"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_completion_tokens": -1}, "max_completion_tokens"),
+        ({"temperature": 3}, "temperature"),
+        ({"n": 0}, "n"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0]"),
+        ({"response_format": {"type": "yaml"}}, "response_format"),
+    ],
+)
+def test_invalid_fields_are_400_naming_the_field(http, patch, param):
+    body = {"model": MODEL, "messages": QUESTION} | patch
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["param"].startswith(param) and error["type"] == "invalid_request_error"
+
+
+def test_tool_choice_errors(client):
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.chat.completions.create(
+            model=MODEL, messages=QUESTION, tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "launch_rocket"}},
+        )
+    assert unknown.value.body["param"] == "tool_choice" and "launch_rocket" in unknown.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as without_tools:
+        client.chat.completions.create(model=MODEL, messages=QUESTION, tool_choice="required")
+    assert without_tools.value.body["param"] == "tool_choice"
+
+
+def test_prompt_over_the_context_is_400_saying_the_limit(client, engine):
+    long = "word " * (engine.info.context_length + 10)
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as error:
+            client.chat.completions.create(
+                model=MODEL, messages=[{"role": "user", "content": long}], stream=stream)
+        assert str(engine.info.context_length) in error.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=engine.info.context_length + 1)
+
+
+def test_image_parts_are_refused_clearly(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+    assert error.value.body["param"] == "messages[0].content"
+
+
+def test_unknown_model_is_404(client, http):
+    with pytest.raises(openai.NotFoundError) as error:
+        client.chat.completions.create(model="gpt-99", messages=QUESTION)
+    assert error.value.body["code"] == "model_not_found" and error.value.body["param"] == "model"
+    assert http.get("/v1/nowhere").status_code == 404
+    error_of(http.get("/v1/nowhere"))
+
+
+def test_api_keys(registry):
+    guarded = start_server(registry, api_keys=["sesame", "second"])
+    try:
+        missing = httpx.post(f"{guarded.url}/v1/chat/completions", json={"model": MODEL, "messages": QUESTION})
+        assert missing.status_code == 401 and error_of(missing)["type"] == "authentication_error"
+        with pytest.raises(openai.AuthenticationError):
+            guarded.client(api_key="wrong").chat.completions.create(model=MODEL, messages=QUESTION)
+        assert MODEL in [m.id for m in guarded.client(api_key="second").models.list()]
+        reply = guarded.client(api_key="sesame").chat.completions.create(
+            model=MODEL, messages=QUESTION, max_tokens=2)
+        assert reply.choices[0].message.content
+        assert httpx.get(f"{guarded.url}/health").status_code == 200
+        assert error_of(httpx.get(f"{guarded.url}/v1/models"))["code"] == "invalid_api_key"
+    finally:
+        guarded.stop()
+
+
+def test_cors(registry):
+    server = start_server(registry, cors_origins=["http://dashboard.local"])
+    try:
+        preflight = httpx.options(f"{server.url}/v1/chat/completions", headers={
+            "Origin": "http://dashboard.local", "Access-Control-Request-Method": "POST"})
+        assert preflight.headers["access-control-allow-origin"] == "http://dashboard.local"
+        other = httpx.options(f"{server.url}/v1/chat/completions", headers={
+            "Origin": "http://evil.local", "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in other.headers
+    finally:
+        server.stop()

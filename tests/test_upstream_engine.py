@@ -1,0 +1,53 @@
+"""An OpenAI-compatible upstream served as a model: here, a second agentd in front of the first."""
+
+import asyncio
+import json
+
+import jsonschema
+
+from pipelines.registry import ModelRegistry, parse_model_spec
+from tests.conftest import DATA_DIR, MODEL, start_server
+
+
+def test_proxying_an_upstream(server):
+    proxy_registry = ModelRegistry([parse_model_spec(f"far={server.url}/v1#{MODEL}")], DATA_DIR)
+    asyncio.run(proxy_registry.load_all())
+    proxy = start_server(proxy_registry)
+    try:
+        client = proxy.client()
+        question = [{"role": "user", "content": "What is the capital of France?"}]
+        direct = server.client().chat.completions.create(model=MODEL, messages=question, max_tokens=12, temperature=0)
+        relayed = client.chat.completions.create(model="far", messages=question, max_tokens=12, temperature=0)
+        assert relayed.choices[0].message.content == direct.choices[0].message.content
+        assert relayed.usage.completion_tokens == direct.usage.completion_tokens
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="far", messages=question, max_tokens=12, temperature=0, stream=True))
+        assert streamed == direct.choices[0].message.content
+        schema = {"type": "object", "properties": {"zone": {"type": "string", "maxLength": 20}}, "required": ["zone"]}
+        called = client.chat.completions.create(
+            model="far", messages=question, max_tokens=60, temperature=0,
+            tools=[{"type": "function", "function": {"name": "get_time", "parameters": schema}}],
+            tool_choice="required")
+        call = called.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_time"
+        jsonschema.validate(json.loads(call.function.arguments), schema)
+        text = client.completions.create(model="far", prompt="One, two,", max_tokens=4, temperature=0)
+        assert text.choices[0].text
+    finally:
+        proxy.stop()
+        asyncio.run(proxy_registry.close())
+
+
+def test_an_unreachable_upstream_is_a_clear_error(registry):
+    dead = ModelRegistry([parse_model_spec("dead=http://127.0.0.1:9/v1")], DATA_DIR)
+    asyncio.run(dead.load_all())
+    proxy = start_server(dead)
+    try:
+        import openai
+        import pytest
+
+        with pytest.raises(openai.APIStatusError) as error:
+            proxy.client().chat.completions.create(model="dead", messages=[{"role": "user", "content": "x"}])
+        assert error.value.status_code == 502 and "127.0.0.1:9" in error.value.body["message"]
+    finally:
+        proxy.stop()
