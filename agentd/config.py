@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     api_keys: CommaList = Field(default_factory=list)
     cors_origins: CommaList = Field(default_factory=list)
     data_dir: Path = Path.home() / ".cache" / "agentd"
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
 
     @field_validator("models", "api_keys", "cors_origins", mode="before")
     @classmethod

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agentd.config import Settings  # noqa: E402
 from agentd.server.app import create_app  # noqa: E402
+from agentd.server.background import BackgroundServer  # noqa: E402
 from pipelines.embedded import EMBEDDED_MODEL_ID  # noqa: E402
 from pipelines.engine import GenerationRequest, SamplingParams  # noqa: E402
 from pipelines.registry import ModelRegistry, ModelSpec  # noqa: E402
-from tests.conftest import RunningServer  # noqa: E402
 
 TOPICS = ["the sea", "a robot", "a city at night", "an old tree", "a lost key", "the moon",
           "a small dog", "a train", "winter", "a library", "a storm", "a garden", "a violin",
@@ -84,6 +84,7 @@ async def _timed(one, clients: int):
 
 
 def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
@@ -92,13 +93,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--dtype", default="auto")
     parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
     args = parser.parse_args()
 
-    registry = ModelRegistry([ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")], args.data_dir)
+    registry = ModelRegistry([ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")], args.data_dir, dtype=args.dtype)
     asyncio.run(registry.load_all())
     engine = registry.engines[EMBEDDED_MODEL_ID]
-    server = RunningServer(create_app(Settings(data_dir=args.data_dir), registry))
+    server = BackgroundServer(create_app(Settings(data_dir=args.data_dir), registry))
     asyncio.run(in_process(engine, 2, 8))  # warm-up: first-call allocations and kernels
     asyncio.run(over_http(server.url, 2, 8))
 
@@ -116,7 +118,7 @@ def main() -> None:
     server.stop()
 
     base = rows[0][1]["tokens"] / rows[0][1]["wall"]
-    print(f"\nSmolLM2-135M bf16, {args.max_tokens} tokens per client, greedy, {args.rounds} rounds\n")
+    print(f"\nSmolLM2-135M {args.dtype}, {args.max_tokens} tokens per client, greedy, {args.rounds} rounds\n")
     print("| clients | in-process tok/s | HTTP tok/s | HTTP/in-process | TTFT p50 / p95 in-process (ms) "
           "| TTFT p50 / p95 HTTP (ms) | HTTP TTFT cost p50 (ms) | batching gain (in-process vs 1 client) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -41,7 +41,7 @@ def parse_model_spec(text: str) -> ModelSpec:
 class ModelRegistry:
     """Engines by model id. Loading happens off the event loop; `ready` says when all are up."""
 
-    def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "bfloat16"):
+    def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "auto"):
         self.specs = {spec.id: spec for spec in specs}
         self.engines: dict[str, TextEngine] = {}
         self.failures: dict[str, str] = {}

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from agentd.config import Settings
+from agentd.server.background import BackgroundServer
 from agentd.server.app import create_app
 from pipelines.embedded import EMBEDDED_MODEL_ID
 from pipelines.registry import ModelRegistry, ModelSpec
@@ -24,28 +21,9 @@ DATA_DIR = Path(os.environ.get("AGENTD_TEST_DATA_DIR", Path(__file__).parent.par
 MODEL = EMBEDDED_MODEL_ID
 
 
-class RunningServer:
-    def __init__(self, app) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.app = app
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.time() + 30
-        while not self._server.started:
-            if time.time() > deadline or not self._thread.is_alive():
-                raise RuntimeError("test server did not start")
-            time.sleep(0.02)
-
+class RunningServer(BackgroundServer):
     def client(self, api_key: str = "unused") -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=120)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(10)
 
 
 @pytest.fixture(scope="session")
