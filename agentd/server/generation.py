@@ -7,7 +7,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -142,9 +142,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def sse_response(
-    chunks: AsyncIterator[dict[str, Any]], record: RequestRecord, on_error: Callable[[], None] | None = None
-) -> EventSourceResponse:
+def sse_response(chunks: AsyncIterator[dict[str, Any]], record: RequestRecord) -> EventSourceResponse:
     """Chunks as `data:` lines, then `data: [DONE]`. An error after the stream started can no
     longer change the status code, so it goes out as a `data: {"error": ...}` event."""
 
