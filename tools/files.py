@@ -1,0 +1,99 @@
+"""A file store: bytes on disk, metadata in SQLite, each file named by an OpenAI-style id.
+
+Tool artifacts (images a tool made), pictures a chat client sent and, later, uploads through
+`/v1/files` all live here, so a value can travel between a client, an agent and a tool as a
+short `file-…` id instead of as bytes.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class FileNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no file with id {self.args[0]!r}"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    id: str
+    filename: str
+    bytes: int
+    created_at: int
+    purpose: str
+    mime_type: str
+
+    def to_openai(self) -> dict:
+        return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
+                "filename": self.filename, "purpose": self.purpose, "status": "processed"}
+
+
+class FileStore:
+    """Thread-safe; one SQLite connection guarded by a lock (writes are rare and small)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._blobs = self.root / "blobs"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.root / "files.sqlite", check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, filename TEXT NOT NULL, bytes INTEGER NOT NULL,"
+            " created_at INTEGER NOT NULL, purpose TEXT NOT NULL, mime_type TEXT NOT NULL)")
+        self._db.commit()
+
+    def put(self, data: bytes, filename: str, purpose: str = "assistants", mime_type: str | None = None) -> StoredFile:
+        stored = StoredFile(
+            id=f"file-{secrets.token_hex(12)}", filename=Path(filename).name or "file", bytes=len(data),
+            created_at=int(time.time()), purpose=purpose,
+            mime_type=mime_type or mimetypes.guess_type(filename)[0] or "application/octet-stream")
+        partial = self._blobs / f"{stored.id}.partial"
+        partial.write_bytes(data)
+        partial.rename(self._blobs / stored.id)
+        with self._lock:
+            self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                             (stored.id, stored.filename, stored.bytes, stored.created_at, stored.purpose,
+                              stored.mime_type))
+            self._db.commit()
+        return stored
+
+    def get(self, file_id: str) -> StoredFile:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        if row is None:
+            raise FileNotFound(file_id)
+        return StoredFile(*row)
+
+    def read(self, file_id: str) -> bytes:
+        return self.path(file_id).read_bytes()
+
+    def path(self, file_id: str) -> Path:
+        self.get(file_id)
+        return self._blobs / file_id
+
+    def list(self, purpose: str | None = None, limit: int = 100) -> list[StoredFile]:
+        query, params = "SELECT * FROM files", ()
+        if purpose:
+            query, params = query + " WHERE purpose = ?", (purpose,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at DESC, id LIMIT ?", (*params, limit)).fetchall()
+        return [StoredFile(*row) for row in rows]
+
+    def delete(self, file_id: str) -> None:
+        self.get(file_id)
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            self._db.commit()
+        (self._blobs / file_id).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

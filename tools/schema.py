@@ -1,0 +1,118 @@
+"""From a function's signature and docstring to a pydantic arguments model and JSON schema."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import docstring_parser
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import GenerateJsonSchema
+
+from tools.context import ToolContext
+
+
+class ToolDefinitionError(TypeError):
+    """A function cannot become a tool as written; the message says what to change."""
+
+
+class _UntitledSchema(GenerateJsonSchema):
+    """Property titles repeat the names; dropping them keeps prompts and grammars small."""
+
+    def field_title_should_be_set(self, schema) -> bool:
+        return False
+
+
+def json_schema_of(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(schema_generator=_UntitledSchema)
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        # The docstring replaced the media type's own hint; models need both to know what to pass.
+        if "x-agentd-type" in prop and "file id" not in prop.get("description", ""):
+            prop["description"] = f"{prop.get('description', '').rstrip('.')} — a stored file id (file-…) or a data: URL"
+    return schema
+
+
+def output_schema_of(annotation: Any) -> dict[str, Any] | None:
+    if annotation in (inspect.Signature.empty, None, type(None)):
+        return None
+    try:
+        return TypeAdapter(annotation).json_schema(schema_generator=_UntitledSchema)
+    except Exception:  # pydantic cannot describe every return type (e.g. arbitrary classes); the schema is optional.
+        return None
+
+
+class Signature(typing.NamedTuple):
+    description: str
+    arguments: type[BaseModel]
+    context_parameter: str | None
+    bound_first: bool
+    returns: Any
+
+
+def read_signature(fn: Callable[..., Any], tool_name: str) -> Signature:
+    """Build the arguments model; refuse missing hints and undocumented arguments by name."""
+    where = f"tool {tool_name!r} ({getattr(fn, '__qualname__', fn)})"
+    doc = docstring_parser.parse(inspect.getdoc(fn) or "")
+    description = "\n\n".join(part for part in (doc.short_description, doc.long_description) if part).strip()
+    if not description:
+        raise ToolDefinitionError(f"{where}: add a docstring; its first line becomes the tool's description")
+    documented = {param.arg_name: param.description for param in doc.params}
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except NameError as error:
+        raise ToolDefinitionError(f"{where}: a type hint cannot be resolved ({error})") from None
+
+    parameters = list(inspect.signature(fn).parameters.values())
+    bound_first = bool(parameters) and parameters[0].name in ("self", "cls") and parameters[0].name not in hints
+    if bound_first:
+        parameters = parameters[1:]
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    context_parameter = None
+    for parameter in parameters:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise ToolDefinitionError(f"{where}: *{parameter.name} cannot be described by a schema; "
+                                      "name each argument")
+        if parameter.name not in hints:
+            raise ToolDefinitionError(f"{where}: argument {parameter.name!r} has no type hint")
+        annotation = hints[parameter.name]
+        if annotation is ToolContext:
+            context_parameter = parameter.name
+            continue
+        annotation, field = _field_for(annotation, documented.get(parameter.name), parameter.default)
+        if not field.description:
+            raise ToolDefinitionError(
+                f"{where}: argument {parameter.name!r} is not documented; describe it under 'Args:' in the "
+                f"docstring or with Annotated[{getattr(annotation, '__name__', annotation)}, \"description\"]")
+        fields[parameter.name] = (annotation, field)
+    if "return" not in hints:
+        raise ToolDefinitionError(f"{where}: add a return type hint (-> str, -> dict, -> Image, -> None…)")
+    model_name = "".join(word.capitalize() for word in tool_name.replace("-", "_").split("_")) + "Arguments"
+    arguments = create_model(model_name, __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True),
+                             **fields)
+    return Signature(description, arguments, context_parameter, bound_first, hints["return"])
+
+
+def _field_for(annotation: Any, documented: str | None, default: Any) -> tuple[Any, FieldInfo]:
+    """`Annotated[T, "text"]` or `Annotated[T, Field(description=...)]` win over the docstring."""
+    description = documented
+    extra_fields: list[FieldInfo] = []
+    if typing.get_origin(annotation) is Annotated:
+        base, *metadata = typing.get_args(annotation)
+        kept = []
+        for item in metadata:
+            if isinstance(item, str):
+                description = item
+            elif isinstance(item, FieldInfo):
+                extra_fields.append(item)
+                description = item.description or description
+            else:
+                kept.append(item)
+        annotation = Annotated[(base, *kept)] if kept else base
+    field = Field(default=... if default is inspect.Parameter.empty else default, description=description)
+    if extra_fields:
+        field = FieldInfo.merge_field_infos(*extra_fields, field)
+    return annotation, field
