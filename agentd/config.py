@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # External MCP servers: a streamable-HTTP URL, or a command that speaks MCP over stdio.
     mcp_servers: CommaList = Field(default_factory=list)
     builtin_tools: bool = True
+    # The served model agents think with (default: the first one).
+    agent_model: str | None = None
+    agent_max_steps: int = 6
+    agent_time_limit_s: float = 300.0
 
     @field_validator("models", "api_keys", "cors_origins", "tools", "remote_tools", "mcp_servers", mode="before")
     @classmethod

@@ -12,7 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
 from agentd.config import Settings
+from agentd.server.agents import create_agent_completion, run_routes
 from agentd.server.chat import create_chat_completion
 from agentd.server.completions import create_completion
 from agentd.server.errors import APIError, install_error_handlers
@@ -49,14 +51,20 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     owns_tools = tools is None
     if tools is None:
         tools = tools_from_settings(settings)
+    if settings.agent_model and settings.agent_model not in registry.specs:
+        raise ValueError(f"--agent-model {settings.agent_model} is not among the served models {sorted(registry.specs)}")
+    agents = AgentRuntime(tools, settings.data_dir, AgentLimits(max_steps=settings.agent_max_steps,
+                                                                time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
         tools, loopback_only=settings.host in LOOPBACK and not settings.api_keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(registry.load_all()) if owns_registry else None
+        await agents.open()
         async with mcp_sessions.run():
             yield
+        await agents.close()
         if loading is not None:
             loading.cancel()
             await registry.close()
@@ -67,6 +75,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     app.state.settings = settings
     app.state.registry = registry
     app.state.tools = tools
+    app.state.agents = agents
+    app.state.upstream_chat_models = {}
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
     if settings.cors_origins:
@@ -83,12 +93,17 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
             {"id": spec.id, "object": "model", "created": now,
              "owned_by": "upstream" if spec.kind == "upstream" else "agentd"}
             for spec in registry.specs.values()
-        ]
+        ] + [{"id": agent_id, "object": "model", "created": now, "owned_by": "agentd-agent"}
+             for agent_id in AGENT_TYPES]
         return {"object": "list", "data": data}
 
     @v1.post("/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
+        if body.model in AGENT_TYPES:
+            return await create_agent_completion(body, request)
         return await create_chat_completion(body, request)
+
+    run_routes(v1)
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, request: Request):

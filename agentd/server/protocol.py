@@ -144,6 +144,8 @@ class ChatCompletionRequest(_SamplingBody):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     parallel_tool_calls: bool = True
+    # OpenAI's free-form tags; agent models read `thread_id` from here.
+    metadata: dict[str, str] | None = None
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

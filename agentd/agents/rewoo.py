@@ -1,0 +1,151 @@
+"""ReWOO: a planner writes every tool call at once as a DAG (`#E1 = tool[args]`, later steps
+using earlier results), workers run the steps whose inputs are ready in parallel, a solver
+answers. A plan that does not check is asked for again, with the reason, a bounded number of times."""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from agentd.agents.context import AgentContext, approve, run_calls
+from agentd.agents.steps import Plan, Retry
+from agentd.llm.chat_model import StructuredOutputError, ToolCallRequest, bounded_strings, describe_tools, prompt
+
+REFERENCE = re.compile(r"#E(\d+)")
+MAX_PLAN_ATTEMPTS = 3
+
+
+class RewooState(TypedDict, total=False):
+    question: str
+    history: Annotated[list[dict[str, str]], operator.add]
+    plan: list[dict[str, Any]]
+    attempts: int
+    feedback: str
+    evidence: dict[str, str]
+    answer: str | None
+
+
+def rewoo_input(messages: list[dict[str, Any]], resuming_thread: bool) -> dict[str, Any]:
+    return {"question": str(messages[-1].get("content") or ""), "plan": [], "attempts": 0, "feedback": "",
+            "evidence": {}, "answer": None}
+
+
+def plan_schema(tools: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
+    variants = []
+    for definition in tools:
+        parameters = bounded_strings(definition["function"]["parameters"])
+        # Any argument may instead be a reference to an earlier result.
+        referable = {name: {"anyOf": [prop, {"type": "string", "pattern": r"^#E[0-9]+$"}]}
+                     for name, prop in parameters.get("properties", {}).items()}
+        variants.append({"type": "object", "properties": {
+            "thought": {"type": "string", "maxLength": 120}, "tool": {"const": definition["function"]["name"]},
+            "arguments": {**parameters, "properties": referable}},
+            "required": ["thought", "tool", "arguments"], "additionalProperties": False})
+    item = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {"type": "object", "properties": {"steps": {"type": "array", "items": item, "minItems": 1,
+                                                       "maxItems": max_steps}},
+            "required": ["steps"], "additionalProperties": False}
+
+
+def check_plan(steps: list[dict[str, Any]]) -> str | None:
+    """The reason a plan cannot run, or None: each reference must name an earlier step."""
+    for index, step in enumerate(steps, 1):
+        for number in REFERENCE.findall(json.dumps(step["arguments"])):
+            if not 1 <= int(number) < index:
+                return f"step #E{index} uses #E{number}, which is not an earlier step"
+    return None
+
+
+async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    attempts = state.get("attempts", 0) + 1
+    tools = ctx.definitions()
+    messages = [{"role": "system", "content": prompt("rewoo_planner", tools=describe_tools(tools))},
+                *_history_turns(state), {"role": "user", "content": state["question"]}]
+    if state.get("feedback"):
+        messages.append({"role": "user", "content": f"That plan could not run: {state['feedback']}. Write a new plan."})
+    try:
+        steps = (await ctx.llm.structured(messages, plan_schema(tools, ctx.max_steps), max_tokens=600))["steps"]
+        problem = check_plan(steps)
+    except StructuredOutputError as error:
+        steps, problem = [], str(error)
+    if problem is None:
+        items = [{"id": f"#E{i}", "tool": s["tool"], "arguments": s["arguments"], "thought": s["thought"]}
+                 for i, s in enumerate(steps, 1)]
+        ctx.emit(Plan(items))
+        return {"plan": items, "attempts": attempts, "feedback": ""}
+    ctx.emit(Retry(f"the plan could not be used: {problem}", attempts))
+    return {"plan": [], "attempts": attempts, "feedback": problem}
+
+
+def _after_plan(state: RewooState) -> str:
+    if state.get("plan"):
+        return "work"
+    return "plan" if state.get("attempts", 0) < MAX_PLAN_ATTEMPTS else "solve"
+
+
+async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """One wave: every step whose references are all resolved runs now, concurrently."""
+    ctx = runtime.context
+    evidence = dict(state.get("evidence") or {})
+    ready = [step for step in state["plan"] if step["id"] not in evidence
+             and all(f"#E{n}" in evidence for n in REFERENCE.findall(json.dumps(step["arguments"])))]
+    calls = [ToolCallRequest(step["id"], step["tool"], _substitute(step["arguments"], evidence)) for step in ready]
+    allowed = approve(ctx, calls)
+    for observation in await run_calls(ctx, calls, allowed):
+        evidence[observation.call_id] = observation.content
+    return {"evidence": evidence}
+
+
+def _after_work(state: RewooState) -> str:
+    return "work" if len(state["evidence"]) < len(state["plan"]) else "solve"
+
+
+async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    ctx = runtime.context
+    lines = [f"{step['id']} = {step['tool']}[{json.dumps(step['arguments'])}]\nResult: {state['evidence'][step['id']]}"
+             for step in state.get("plan") or []]
+    evidence = "\n".join(lines) or "(no plan could be made; answer from what you know)"
+    answer = await ctx.llm.chat([*_history_turns(state), {"role": "user", "content": prompt(
+        "rewoo_solver", question=state["question"], evidence=evidence)}], max_tokens=200)
+    return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
+
+
+def _substitute(arguments: dict[str, Any], evidence: dict[str, str]) -> dict[str, Any]:
+    def value(raw: Any) -> Any:
+        if not isinstance(raw, str):
+            return raw
+        whole = REFERENCE.fullmatch(raw.strip())
+        if whole:
+            text = evidence[raw.strip()]
+            try:
+                return json.loads(text)  # a number or JSON result keeps its type
+            except json.JSONDecodeError:
+                return text
+        return REFERENCE.sub(lambda m: evidence.get(m.group(0), m.group(0)), raw)
+
+    return {key: value(raw) for key, raw in arguments.items()}
+
+
+def _history_turns(state: RewooState) -> list[dict[str, str]]:
+    turns = []
+    for earlier in (state.get("history") or [])[-3:]:
+        turns += [{"role": "user", "content": earlier["question"]}, {"role": "assistant", "content": earlier["answer"]}]
+    return turns
+
+
+def build_rewoo_graph() -> StateGraph:
+    graph = StateGraph(RewooState, context_schema=AgentContext)
+    graph.add_node("plan", plan)
+    graph.add_node("work", work)
+    graph.add_node("solve", solve)
+    graph.add_edge(START, "plan")
+    graph.add_conditional_edges("plan", _after_plan, ["plan", "work", "solve"])
+    graph.add_conditional_edges("work", _after_work, ["work", "solve"])
+    graph.add_edge("solve", END)
+    return graph

@@ -1,0 +1,145 @@
+"""The typed steps an agent run streams: the client, the run trace and the tests see the same objects.
+
+Each step has a readable `text()` (what goes into `delta.reasoning_content`) and a
+`to_dict()` (the structured copy in `delta.agent_step`, with `type` naming the class).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass
+class Step:
+    type: ClassVar[str] = "step"
+    # Which part of a graph made the step (a planner's sub-question, say); empty for the main loop.
+    node: str = field(default="", kw_only=True)
+
+    def text(self) -> str:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass
+class Thought(Step):
+    type: ClassVar[str] = "thought"
+    content: str
+
+    def text(self) -> str:
+        return f"Thought: {self.content}"
+
+
+@dataclass
+class ToolCallStep(Step):
+    type: ClassVar[str] = "tool_call"
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def text(self) -> str:
+        return f"Action: {self.name}({json.dumps(self.arguments, ensure_ascii=False)})"
+
+
+@dataclass
+class Observation(Step):
+    type: ClassVar[str] = "observation"
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
+
+    def text(self) -> str:
+        return f"Observation ({self.name}{', error' if self.is_error else ''}): {self.content}"
+
+
+@dataclass
+class Plan(Step):
+    """A ReWOO plan or a planner's sub-question graph."""
+
+    type: ClassVar[str] = "plan"
+    items: list[dict[str, Any]]
+
+    def text(self) -> str:
+        lines = []
+        for item in self.items:
+            if "tool" in item:
+                lines.append(f"{item['id']} = {item['tool']}[{json.dumps(item['arguments'], ensure_ascii=False)}]")
+            else:
+                after = f" (after {', '.join(item['depends_on'])})" if item.get("depends_on") else ""
+                lines.append(f"{item['id']}: {item['question']}{after}")
+        return "Plan:\n" + "\n".join(lines)
+
+
+@dataclass
+class Retry(Step):
+    """Output the graph could not use (a plan that does not check, a step that does not parse)."""
+
+    type: ClassVar[str] = "retry"
+    reason: str
+    attempt: int
+
+    def text(self) -> str:
+        return f"Retry {self.attempt}: {self.reason}"
+
+
+@dataclass
+class NodeStarted(Step):
+    type: ClassVar[str] = "node_started"
+    label: str
+
+    def text(self) -> str:
+        return f"Started {self.node}: {self.label}"
+
+
+@dataclass
+class NodeDone(Step):
+    type: ClassVar[str] = "node_done"
+    label: str
+    summary: str = ""
+
+    def text(self) -> str:
+        return f"Done {self.node}: {self.summary or self.label}"
+
+
+@dataclass
+class ApprovalRequired(Step):
+    type: ClassVar[str] = "approval_required"
+    calls: list[dict[str, Any]]
+    thread_id: str = ""
+
+    def text(self) -> str:
+        listed = ", ".join(f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False)})" for c in self.calls)
+        return f"Waiting for approval: {listed}"
+
+
+@dataclass
+class FinalAnswer(Step):
+    type: ClassVar[str] = "final_answer"
+    answer: str
+    sources: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        return "Final answer ready."
+
+
+@dataclass
+class RunFailed(Step):
+    type: ClassVar[str] = "error"
+    message: str
+
+    def text(self) -> str:
+        return f"Stopped: {self.message}"
+
+
+STEP_TYPES = {cls.type: cls for cls in (Thought, ToolCallStep, Observation, Plan, Retry, NodeStarted, NodeDone,
+                                        ApprovalRequired, FinalAnswer, RunFailed)}
+
+
+def step_from_dict(data: dict[str, Any]) -> Step:
+    data = dict(data)
+    return STEP_TYPES[data.pop("type")](**data)

@@ -1,0 +1,62 @@
+"""`EngineChatModel`: agents on a local engine, with constrained decoding (or without)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agentd.llm.chat_model import (ChatModel, ChatReply, describe_tools, parse_json, prompt, reply_from_step,
+                                   step_schema)
+from pipelines.engine import Constraint, GenerationRequest, SamplingParams, TextEngine
+
+
+class EngineChatModel(ChatModel):
+    def __init__(self, engine: TextEngine, model_id: str, *, constrained: bool = True):
+        self.engine = engine
+        self.id = model_id
+        self.constrained = constrained
+
+    async def _generate(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
+                        schema: dict[str, Any] | None = None) -> str:
+        constraint = Constraint("json_schema", schema) if schema is not None and self.constrained else None
+        request = GenerationRequest(params=SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=0),
+                                    messages=tuple(_flatten(messages)), constraint=constraint)
+        await self.engine.validate(request)
+        pieces = []
+        async for delta in self.engine.stream(request):
+            pieces.append(delta.text)
+        return "".join(pieces)
+
+    async def chat(self, messages, *, max_tokens=512, temperature=0.0) -> str:
+        return (await self._generate(messages, max_tokens, temperature)).strip()
+
+    async def structured(self, messages, schema, *, max_tokens=512) -> Any:
+        if not self.constrained:
+            messages = _with_system(messages, f"Reply with JSON only, valid against this schema:\n{json.dumps(schema)}")
+        return parse_json(await self._generate(messages, max_tokens, schema=schema), schema)
+
+    async def act(self, messages, tools, *, max_calls=3, max_tokens=384) -> ChatReply:
+        messages = _with_system(messages, prompt("agent_step", tools=describe_tools(tools)))
+        raw = await self._generate(messages, max_tokens, schema=step_schema(tools, max_calls))
+        return reply_from_step(raw, tools, max_calls)
+
+
+def _with_system(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{text}"}, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def _flatten(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Agent transcripts to what every chat template accepts: assistant steps as their JSON,
+    tool results as user turns (SmolLM2's template has no tool role)."""
+    flat = []
+    for message in messages:
+        role, content = message["role"], message.get("content") or ""
+        if role == "assistant" and message.get("tool_calls"):
+            content = json.dumps({"thought": content, "tool_calls": [
+                {"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]]})
+        elif role == "tool":
+            role, content = "user", f"Result of {message.get('name', 'the tool')}: {content}"
+        flat.append({"role": role, "content": content})
+    return flat

@@ -1,0 +1,87 @@
+"""`UpstreamChatModel`: agents on any OpenAI-compatible server, with its native tool calling.
+
+Servers without tool calling (or that refuse `tool_choice: required`) fall back to
+`response_format` json_schema with the same step schema the local engine is held to.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+
+from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCallRequest, describe_tools, parse_json, prompt,
+                                   reply_from_step, step_schema)
+from pipelines.engine import EngineError
+
+
+class UpstreamChatModel(ChatModel):
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, model_id: str | None = None,
+                 timeout: float = 120):
+        self.id = model_id or model
+        self.model = model
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=1)
+        self.native_tools = True
+
+    async def _create(self, messages: list[dict[str, Any]], **options: Any):
+        try:
+            return await self.client.chat.completions.create(model=self.model, messages=_wire(messages), **options)
+        except openai.APIStatusError as error:
+            raise EngineError(f"the upstream model answered {error.status_code}: {error.message}", 502) from None
+        except openai.APIError as error:
+            raise EngineError(f"the upstream model is unreachable: {error}", 502) from None
+
+    async def chat(self, messages, *, max_tokens=512, temperature=0.0) -> str:
+        reply = await self._create(messages, max_tokens=max_tokens, temperature=temperature)
+        return (reply.choices[0].message.content or "").strip()
+
+    async def structured(self, messages, schema, *, max_tokens=512) -> Any:
+        reply = await self._create(messages, max_tokens=max_tokens, temperature=0, response_format={
+            "type": "json_schema", "json_schema": {"name": "reply", "schema": schema}})
+        return parse_json(reply.choices[0].message.content or "", schema)
+
+    async def act(self, messages, tools, *, max_calls=3, max_tokens=384) -> ChatReply:
+        if self.native_tools:
+            try:
+                reply = await self._create(messages, max_tokens=max_tokens, temperature=0, tools=tools,
+                                           tool_choice="required", parallel_tool_calls=max_calls > 1)
+            except EngineError as error:
+                if "400" not in error.message:
+                    raise
+                self.native_tools = False  # this server does not do tool calling: use structured output
+            else:
+                message = reply.choices[0].message
+                calls = [ToolCallRequest(c.id, c.function.name, _arguments(c.function.arguments))
+                         for c in message.tool_calls or []][:max_calls]
+                if calls:
+                    return ChatReply(content=(message.content or "").strip(), tool_calls=calls)
+                return ChatReply(error="the model called no tool", raw=message.content or "")
+        guided = [{"role": "system", "content": prompt("agent_step", tools=describe_tools(tools))}, *messages]
+        reply = await self._create(guided, max_tokens=max_tokens, temperature=0, response_format={
+            "type": "json_schema", "json_schema": {"name": "step", "schema": step_schema(tools, max_calls)}})
+        return reply_from_step(reply.choices[0].message.content or "", tools, max_calls)
+
+
+def _arguments(raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or "{}")
+    except json.JSONDecodeError:
+        return {"_unparsed": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def _wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Agent transcripts in OpenAI's wire shape (assistant tool_calls with JSON-string arguments)."""
+    wire = []
+    for message in messages:
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            wire.append({"role": "assistant", "content": message.get("content") or None, "tool_calls": [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+                for c in message["tool_calls"]]})
+        elif message["role"] == "tool":
+            wire.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]})
+        else:
+            wire.append({"role": message["role"], "content": message.get("content") or ""})
+    return wire

@@ -1,0 +1,165 @@
+"""POST /v1/chat/completions for agent models, and GET /v1/runs: agents stream their steps.
+
+Each step goes out as `delta.reasoning_content` (readable text) plus `delta.agent_step` (the
+structured step, which standard clients ignore); the final answer goes in `delta.content`.
+Server-side tool calls are never sent as `tool_calls`. The thread id comes from the
+`X-Agentd-Thread-Id` header or `metadata.thread_id`; it is returned in the same header, and as
+`thread_id` (with `run_id`) on every chunk and on the completion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from agentd.agents.runtime import RunOutcome
+from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
+from agentd.llm.chat_model import ChatModel
+from agentd.llm.engine_chat import EngineChatModel
+from agentd.llm.messages import content_text
+from agentd.llm.upstream_chat import UpstreamChatModel
+from agentd.server.errors import APIError
+from agentd.server.generation import RequestRecord, find_engine, new_id, sse_response
+from agentd.server.protocol import ChatCompletionRequest, ImagePart, TextPart
+
+THREAD_HEADER = "x-agentd-thread-id"
+
+
+def chat_model_for(request: Request) -> ChatModel:
+    state = request.app.state
+    model_id = state.settings.agent_model or next(iter(state.registry.specs))
+    spec = state.registry.specs.get(model_id)
+    if spec is None:
+        raise APIError(500, f"agent model {model_id!r} is not among the served models")
+    if spec.kind == "upstream":
+        cache = state.upstream_chat_models
+        if model_id not in cache:
+            cache[model_id] = UpstreamChatModel(spec.location, spec.upstream_model or spec.id, spec.api_key,
+                                                model_id=spec.id)
+        return cache[model_id]
+    return EngineChatModel(find_engine(state.registry, model_id), model_id)
+
+
+def agent_messages(body: ChatCompletionRequest, request: Request) -> list[dict[str, Any]]:
+    """Client messages as agent transcript turns; pictures go to the file store and are named by
+    id in the text, so the agent can pass them to a tool that takes an `Image`."""
+    store = request.app.state.tools.context.file_store
+    turns = []
+    for index, message in enumerate(body.messages):
+        if message.role == "tool" or (message.role == "assistant" and getattr(message, "tool_calls", None)):
+            continue  # client-side tool traffic has no meaning for a server-side agent
+        content = message.content
+        if isinstance(content, list) and any(isinstance(part, ImagePart) for part in content):
+            pieces = []
+            for part in content:
+                if isinstance(part, TextPart):
+                    pieces.append(part.text)
+                else:
+                    stored = _store_image(store, str(part.image_url.get("url", "")), index)
+                    pieces.append(f"[image {stored}]")
+            text = " ".join(pieces)
+        else:
+            text = content_text(content, f"messages[{index}].content")
+        role = "system" if message.role == "developer" else message.role
+        turns.append({"role": role, "content": text})
+    if not turns or turns[-1]["role"] != "user":
+        raise APIError(400, "an agent run needs the conversation to end with a user message", param="messages")
+    return turns
+
+
+def _store_image(store, url: str, index: int) -> str:
+    from tools.media import Image
+
+    try:
+        image = Image.from_value(url)
+    except ValueError as error:
+        raise APIError(400, f"image part: {error}", param=f"messages[{index}].content") from None
+    return store.put(image.data, image.filename, "vision", image.mime_type).id if store else url
+
+
+def _refuse_client_features(body: ChatCompletionRequest) -> None:
+    if body.tools:
+        raise APIError(400, f"{body.model} runs the server's tools itself; `tools` is for plain models", param="tools")
+    if body.response_format is not None and body.response_format.type != "text":
+        raise APIError(400, "agent models answer in text; `response_format` is for plain models",
+                       param="response_format")
+    if body.n != 1:
+        raise APIError(400, "agent models give one answer per request (n=1)", param="n")
+
+
+async def create_agent_completion(body: ChatCompletionRequest, request: Request):
+    _refuse_client_features(body)
+    state = request.app.state
+    thread_id = request.headers.get(THREAD_HEADER) or (body.metadata or {}).get("thread_id")
+    messages = agent_messages(body, request)
+    llm = chat_model_for(request)
+    outcome = RunOutcome(run_id=new_id("run"), thread_id="")
+    steps = state.agents.run(body.model, messages, llm, thread_id=thread_id, outcome=outcome)
+    record = RequestRecord(state.metrics, "chat", body.model)
+    head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
+    if body.stream:
+        first = await anext(steps)  # the run has its thread id once it starts
+        response = sse_response(_chunks(first, steps, head, outcome, record), record)
+        response.headers[THREAD_HEADER] = outcome.thread_id
+        return response
+    async for _ in steps:
+        pass
+    record.done(200)
+    content = _final_text(outcome.steps[-1]) if outcome.steps else ""
+    message = {"role": "assistant", "content": content,
+               "reasoning_content": "\n".join(s.text() for s in outcome.steps if not isinstance(s, FinalAnswer)),
+               "agent_steps": [s.to_dict() for s in outcome.steps]}
+    return {**head, "object": "chat.completion", "thread_id": outcome.thread_id, "run_id": outcome.run_id,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+
+
+async def _chunks(first: Step, rest: AsyncIterator[Step], head: dict[str, Any], outcome: RunOutcome,
+                  record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
+    base = {**head, "object": "chat.completion.chunk", "thread_id": outcome.thread_id, "run_id": outcome.run_id}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    step: Step | None = first
+    while step is not None:
+        if record.first_token is None:
+            record.first_token = time.perf_counter()
+        if isinstance(step, (FinalAnswer, ApprovalRequired, RunFailed)):
+            if not isinstance(step, FinalAnswer):
+                yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
+            yield chunk({"content": _final_text(step), "agent_step": step.to_dict()} if isinstance(step, FinalAnswer)
+                        else {"content": _final_text(step)})
+        else:
+            yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
+        step = await anext(rest, None)
+    yield chunk({}, "stop")
+
+
+def _final_text(step: Step) -> str:
+    if isinstance(step, FinalAnswer):
+        return step.answer
+    if isinstance(step, ApprovalRequired):
+        listed = "; ".join(f"{c['name']}({c['arguments']})" for c in step.calls)
+        return (f"Approval needed before running: {listed}. Reply \"approve\" or \"reject\" on thread "
+                f"{step.thread_id} (header X-Agentd-Thread-Id or metadata.thread_id) to continue.")
+    if isinstance(step, RunFailed):
+        return f"The run stopped: {step.message}"
+    return ""
+
+
+def run_routes(router) -> None:
+    @router.get("/runs/{run_id}")
+    async def get_run(run_id: str, request: Request):
+        found = request.app.state.agents.runs.get(run_id)
+        if found is None:
+            raise APIError(404, f"no run with id {run_id!r}", param="run_id", code="run_not_found")
+        return found
+
+    @router.get("/runs")
+    async def list_runs(request: Request, thread_id: str | None = None, limit: int = 20):
+        return {"object": "list", "data": request.app.state.agents.runs.list(thread_id, max(1, min(limit, 100)))}

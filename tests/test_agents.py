@@ -1,0 +1,255 @@
+"""Graph logic with a scripted chat model, real tools and the real SQLite checkpointer."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from agentd.agents.runtime import AgentLimits, AgentRuntime, RunOutcome
+from agentd.agents.steps import (ApprovalRequired, FinalAnswer, NodeDone, NodeStarted, Observation, Plan, Retry,
+                                 RunFailed, Thought, ToolCallStep)
+from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
+from tools import FileStore, ToolRegistry, tool
+from tools.builtin.calculator import calculator
+from tools.builtin.knowledge import KnowledgeTools
+from tools.knowledge_base import KnowledgeBase
+from agentd.llm.chat_model import ChatReply
+
+DELETED: list[int] = []
+
+
+@tool(requires_approval=True)
+def delete_ticket(ticket_id: int) -> str:
+    """Delete a ticket.
+
+    Args:
+        ticket_id: which ticket.
+    """
+    DELETED.append(ticket_id)
+    return f"deleted {ticket_id}"
+
+
+BARRIER = threading.Barrier(2, timeout=10)
+
+
+@tool
+def meet(n: int) -> int:
+    """Wait until another call arrives too.
+
+    Args:
+        n: an id.
+    """
+    BARRIER.wait()
+    return n
+
+
+@tool(timeout=30)
+async def wait_forever(seconds: float) -> str:
+    """Sleep.
+
+    Args:
+        seconds: how long.
+    """
+    await asyncio.sleep(seconds)
+    return "done"
+
+
+@pytest.fixture()
+def tools(tmp_path) -> ToolRegistry:
+    knowledge = KnowledgeBase(tmp_path / "kb.sqlite")
+    knowledge.ingest("handbook.md", b"# Handbook\n\n## Backups\n\nBackups run nightly at 02:00 to the NAS.\n\n"
+                                    b"## Holidays\n\nStaff get 25 days of holiday a year.")
+    return ToolRegistry([calculator, delete_ticket, meet, wait_forever, KnowledgeTools(knowledge)],
+                        file_store=FileStore(tmp_path / "files"))
+
+
+async def open_runtime(tools, tmp_path, **limits) -> AgentRuntime:
+    runtime = AgentRuntime(tools, tmp_path / "state", AgentLimits(**limits))
+    await runtime.open()
+    return runtime
+
+
+async def run(runtime, agent, text, llm, thread_id=None):
+    outcome = RunOutcome(run_id=f"run-{len(text)}-{id(llm)}", thread_id="")
+    steps = [step async for step in runtime.run(agent, [{"role": "user", "content": text}], llm,
+                                                thread_id=thread_id, outcome=outcome)]
+    return steps, outcome
+
+
+def kinds(steps):
+    return [type(step).__name__ for step in steps]
+
+
+async def test_react_calls_a_tool_then_answers(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    llm = ScriptedChatModel(acts=[calls(("calculator", {"expression": "7 * 8"}), thought="multiply"),
+                                  answer("56", thought="done")])
+    steps, outcome = await run(runtime, "agentd-react", "What is 7 times 8?", llm)
+    assert kinds(steps) == ["Thought", "ToolCallStep", "Observation", "Thought", "FinalAnswer"]
+    assert steps[2].content == "56" and outcome.answer == "56" and outcome.status == "completed"
+    # The observation reached the model as a tool message.
+    assert llm.seen[1][1][-1] == {"role": "tool", "tool_call_id": steps[1].call_id, "name": "calculator",
+                                  "content": "56"}
+    stored = runtime.runs.get(outcome.run_id)
+    assert stored["status"] == "completed" and [s["type"] for s in stored["steps"]][-1] == "final_answer"
+    await runtime.close()
+
+
+async def test_react_runs_parallel_calls_concurrently(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    llm = ScriptedChatModel(acts=[calls(("meet", {"n": 1}), ("meet", {"n": 2})), answer("met")])
+    steps, outcome = await run(runtime, "agentd-react", "meet twice", llm)
+    assert sorted(s.content for s in steps if isinstance(s, Observation)) == ["1", "2"]
+    assert outcome.answer == "met"
+    await runtime.close()
+
+
+async def test_tool_errors_become_observations_the_model_recovers_from(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+
+    def correct_itself(messages, _tools):
+        assert "division by zero" in messages[-1]["content"]
+        return calls(("calculator", {"expression": "10 / 4"}))
+
+    llm = ScriptedChatModel(acts=[calls(("calculator", {"expression": "10 / 0"})), correct_itself,
+                                  answer("2.5")])
+    steps, outcome = await run(runtime, "agentd-react", "divide", llm)
+    observations = [s for s in steps if isinstance(s, Observation)]
+    assert observations[0].is_error and "division by zero" in observations[0].content
+    assert observations[1].content == "2.5" and outcome.answer == "2.5"
+    unknown = ScriptedChatModel(acts=[calls(("no_such_tool", {})), answer("ok")])
+    steps, _ = await run(runtime, "agentd-react", "call something odd", unknown)
+    assert "no tool named 'no_such_tool'" in next(s for s in steps if isinstance(s, Observation)).content
+    await runtime.close()
+
+
+async def test_unreadable_steps_are_retried_and_the_step_limit_holds(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path, max_steps=3)
+    garbled = ChatReply(error="the reply contains no JSON", raw="I think the answer is 4")
+    llm = ScriptedChatModel(acts=[garbled] + [calls(("calculator", {"expression": "1+1"}))] * 5,
+                            chats=["best effort: 2"])
+    steps, outcome = await run(runtime, "agentd-react", "loop", llm)
+    assert isinstance(steps[0], Retry) and "no JSON" in steps[0].reason
+    assert sum(isinstance(s, ToolCallStep) for s in steps) == 2  # 3 model steps: 1 garbled + 2 calls
+    assert outcome.answer == "best effort: 2"
+    await runtime.close()
+
+
+async def test_rewoo_plans_once_runs_waves_and_solves(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    plan = {"steps": [
+        {"thought": "a", "tool": "meet", "arguments": {"n": 3}},
+        {"thought": "b", "tool": "meet", "arguments": {"n": 4}},
+        {"thought": "c", "tool": "calculator", "arguments": {"expression": "#E1 * #E2"}}]}
+    llm = ScriptedChatModel(structured=[plan], chats=["The product is 12."])
+    steps, outcome = await run(runtime, "agentd-rewoo", "multiply three and four", llm)
+    assert isinstance(steps[0], Plan) and "#E3 = calculator" in steps[0].text()
+    calls_made = [s for s in steps if isinstance(s, ToolCallStep)]
+    assert calls_made[2].arguments == {"expression": "3 * 4"}  # the references were filled in
+    assert [s.content for s in steps if isinstance(s, Observation)] == ["3", "4", "12"]
+    assert "#E3 = calculator" in llm.seen[-1][1][-1]["content"] and "Result: 12" in llm.seen[-1][1][-1]["content"]
+    assert outcome.answer == "The product is 12."
+    await runtime.close()
+
+
+async def test_rewoo_reasks_for_a_plan_that_does_not_check(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    bad = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "#E2 + 1"}}]}
+    good = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "2 + 1"}}]}
+    llm = ScriptedChatModel(structured=[bad, good], chats=["3"])
+    steps, outcome = await run(runtime, "agentd-rewoo", "add", llm)
+    assert isinstance(steps[0], Retry) and "#E2, which is not an earlier step" in steps[0].reason
+    assert "could not run" in llm.seen[1][1][-1]["content"]
+    assert isinstance(steps[1], Plan) and outcome.answer == "3"
+    never = ScriptedChatModel(structured=[bad, bad, bad], chats=["no plan"])
+    steps, outcome = await run(runtime, "agentd-rewoo", "add again", never)
+    assert kinds(steps) == ["Retry", "Retry", "Retry", "FinalAnswer"] and outcome.answer == "no plan"
+    await runtime.close()
+
+
+async def test_planner_searches_sub_questions_and_cites(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    decomposition = {"sub_questions": [
+        {"question": "When do backups run?", "depends_on": []},
+        {"question": "How many holiday days?", "depends_on": []},
+        {"question": "Summarise both", "depends_on": ["Q1", "Q2", "Q9"]}]}
+
+    def searcher(messages, tools_offered):
+        assert {t["function"]["name"] for t in tools_offered} == {"knowledge_search", "final_answer"}
+        question = messages[0]["content"]
+        if messages[-1]["role"] == "tool":
+            return answer(f"found: {messages[-1]['content'][:40]}")
+        query = "backups" if "backups" in question else "holiday" if "holiday" in question else "handbook"
+        return calls(("knowledge_search", {"query": query, "top_k": 1}))
+
+    llm = ScriptedChatModel(structured=[decomposition], acts=[searcher] * 6, chats=["Nightly backups; 25 days."])
+    steps, outcome = await run(runtime, "agentd-planner", "What does the handbook say about backups and holidays?", llm)
+    plan = steps[0]
+    assert isinstance(plan, Plan) and plan.items[2]["depends_on"] == ["Q1", "Q2"]  # Q9 does not exist: dropped
+    started = [s.node for s in steps if isinstance(s, NodeStarted)]
+    done = [s.node for s in steps if isinstance(s, NodeDone)]
+    assert sorted(started[:2]) == ["Q1", "Q2"] and started[2] == "Q3" and set(done) == {"Q1", "Q2", "Q3"}
+    assert steps.index(next(s for s in steps if isinstance(s, NodeStarted) and s.node == "Q3")) > max(
+        steps.index(s) for s in steps if isinstance(s, NodeDone) and s.node in ("Q1", "Q2"))
+    assert all(s.node for s in steps if isinstance(s, ToolCallStep))
+    final = steps[-1]
+    assert isinstance(final, FinalAnswer) and "handbook.md › Handbook › Backups" in final.sources
+    assert "Sources:\n[1]" in outcome.answer
+    await runtime.close()
+
+
+async def test_approval_pauses_and_resumes_after_a_restart(tools, tmp_path):
+    DELETED.clear()
+    runtime = await open_runtime(tools, tmp_path)
+    llm = ScriptedChatModel(acts=[calls(("delete_ticket", {"ticket_id": 7}))])
+    steps, outcome = await run(runtime, "agentd-react", "delete ticket 7", llm, thread_id="t-approve")
+    assert isinstance(steps[-1], ApprovalRequired) and steps[-1].calls[0]["arguments"] == {"ticket_id": 7}
+    assert outcome.status == "requires_approval" and DELETED == []
+    await runtime.close()
+
+    restarted = await open_runtime(tools, tmp_path)  # a new runtime on the same files: a server restart
+    unclear = ScriptedChatModel()
+    steps, outcome = await run(restarted, "agentd-react", "what?", unclear, thread_id="t-approve")
+    assert kinds(steps) == ["ApprovalRequired"] and unclear.seen == []
+    resumed = ScriptedChatModel(acts=[answer("Ticket 7 is deleted.")])
+    steps, outcome = await run(restarted, "agentd-react", "approve", resumed, thread_id="t-approve")
+    assert DELETED == [7] and outcome.answer == "Ticket 7 is deleted."
+    assert next(s for s in steps if isinstance(s, Observation)).content == "deleted 7"
+
+    rejecting = ScriptedChatModel(acts=[calls(("delete_ticket", {"ticket_id": 8})), answer("Not deleted.")])
+    await run(restarted, "agentd-react", "delete ticket 8", rejecting, thread_id="t-reject")
+    steps, outcome = await run(restarted, "agentd-react", "reject", rejecting, thread_id="t-reject")
+    assert DELETED == [7] and "rejected" in next(s for s in steps if isinstance(s, Observation)).content
+    await restarted.close()
+
+
+async def test_threads_continue_the_conversation(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    first = ScriptedChatModel(acts=[answer("Hello Ada.")])
+    await run(runtime, "agentd-react", "My name is Ada.", first, thread_id="t-memory")
+    second = ScriptedChatModel(acts=[answer("You are Ada.")])
+    await run(runtime, "agentd-react", "Who am I?", second, thread_id="t-memory")
+    contents = [m.get("content") for m in second.seen[0][1]]
+    assert contents == ["My name is Ada.", "Who am I?"]
+    await runtime.close()
+
+
+async def test_time_limit_and_cancellation_stop_the_run(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path, time_limit_s=0.5)
+    llm = ScriptedChatModel(acts=[calls(("wait_forever", {"seconds": 20}))])
+    steps, outcome = await run(runtime, "agentd-react", "wait", llm)
+    assert isinstance(steps[-1], RunFailed) and "0.5 s limit" in steps[-1].message and outcome.status == "failed"
+    await runtime.close()
+
+    runtime = await open_runtime(tools, tmp_path)
+    llm = ScriptedChatModel(acts=[calls(("wait_forever", {"seconds": 20}))])
+    outcome = RunOutcome(run_id="run-cancelled", thread_id="")
+    stream = runtime.run("agentd-react", [{"role": "user", "content": "wait"}], llm, outcome=outcome)
+    async for step in stream:
+        if isinstance(step, ToolCallStep):
+            break
+    await stream.aclose()
+    assert outcome.status == "cancelled" and runtime.runs.get("run-cancelled")["status"] == "cancelled"
+    await runtime.close()
