@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup bench clean
+.PHONY: run test setup bench bench-agents clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/serving.py
+
+bench-agents: $(STAMP)
+	$(PY) benchmarks/agent_tasks/run.py
 
 clean:
 	rm -rf $(VENV)

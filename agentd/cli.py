@@ -32,6 +32,7 @@ def serve(
     remote_tools: Annotated[Optional[list[str]], typer.Option(help="Tool server URL to import, repeatable.")] = None,
     mcp: Annotated[Optional[list[str]], typer.Option(help="MCP server URL or command to import, repeatable.")] = None,
     no_builtin_tools: Annotated[bool, typer.Option(help="Leave out calculator, python, knowledge_*.")] = False,
+    agent_model: Annotated[Optional[str], typer.Option(help="Served model the agents think with (default: the first).")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API, the tools (`/v1/tools`) and MCP (`/mcp`)."""
     import uvicorn
@@ -41,7 +42,7 @@ def serve(
 
     flags = {"host": host, "port": port, "models": model, "api_keys": api_key,
              "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "tools": tools,
-             "remote_tools": remote_tools, "mcp_servers": mcp}
+             "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model}
     settings = Settings(**{k: v for k, v in flags.items() if v}, **({"builtin_tools": False} if no_builtin_tools else {}))
     try:
         application = create_app(settings)
@@ -92,9 +93,16 @@ def chat(
                 model=model, messages=history, stream=True, max_tokens=max_tokens,
                 temperature=temperature,
             ):
-                if chunk.choices and chunk.choices[0].delta.content:
-                    answer += chunk.choices[0].delta.content
-                    typer.echo(chunk.choices[0].delta.content, nl=False)
+                if not chunk.choices:
+                    continue
+                delta = chunk.choices[0].delta
+                # Agent models stream their steps as reasoning_content: show them dimmed.
+                reasoning = (delta.model_extra or {}).get("reasoning_content")
+                if reasoning:
+                    typer.secho(reasoning, nl=False, dim=True)
+                if delta.content:
+                    answer += delta.content
+                    typer.echo(delta.content, nl=False)
         except openai.APIError as error:
             typer.echo(f"\nerror: {error}", err=True)
             history.pop()

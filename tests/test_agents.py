@@ -9,7 +9,7 @@ import pytest
 
 from agentd.agents.runtime import AgentLimits, AgentRuntime, RunOutcome
 from agentd.agents.steps import (ApprovalRequired, FinalAnswer, NodeDone, NodeStarted, Observation, Plan, Retry,
-                                 RunFailed, Thought, ToolCallStep)
+                                 RunFailed, ToolCallStep)
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
 from tools import FileStore, ToolRegistry, tool
 from tools.builtin.calculator import calculator

@@ -11,8 +11,8 @@ from typing import Any
 
 import openai
 
-from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCallRequest, describe_tools, parse_json, prompt,
-                                   reply_from_step, step_schema)
+from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCallRequest, bounded_strings, describe_tools,
+                                   parse_json, prompt, reply_from_step, step_schema)
 from pipelines.engine import EngineError
 
 
@@ -44,7 +44,10 @@ class UpstreamChatModel(ChatModel):
     async def act(self, messages, tools, *, max_calls=3, max_tokens=384) -> ChatReply:
         if self.native_tools:
             try:
-                reply = await self._create(messages, max_tokens=max_tokens, temperature=0, tools=tools,
+                # Bounded strings let a constrained upstream close its JSON within max_tokens.
+                bounded = [{**t, "function": {**t["function"], "parameters": bounded_strings(t["function"]["parameters"])}}
+                           for t in tools]
+                reply = await self._create(messages, max_tokens=max_tokens, temperature=0, tools=bounded,
                                            tool_choice="required", parallel_tool_calls=max_calls > 1)
             except EngineError as error:
                 if "400" not in error.message:
@@ -54,6 +57,8 @@ class UpstreamChatModel(ChatModel):
                 message = reply.choices[0].message
                 calls = [ToolCallRequest(c.id, c.function.name, _arguments(c.function.arguments))
                          for c in message.tool_calls or []][:max_calls]
+                if any(call.arguments is None for call in calls):
+                    return ChatReply(error="a tool call's arguments are not a JSON object", raw=str(message.tool_calls))
                 if calls:
                     return ChatReply(content=(message.content or "").strip(), tool_calls=calls)
                 return ChatReply(error="the model called no tool", raw=message.content or "")
@@ -63,12 +68,12 @@ class UpstreamChatModel(ChatModel):
         return reply_from_step(reply.choices[0].message.content or "", tools, max_calls)
 
 
-def _arguments(raw: str) -> dict[str, Any]:
+def _arguments(raw: str) -> dict[str, Any] | None:
     try:
         value = json.loads(raw or "{}")
     except json.JSONDecodeError:
-        return {"_unparsed": raw}
-    return value if isinstance(value, dict) else {"_value": value}
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 
 from agentd.llm.messages import UnsupportedContent, to_template_messages
-from agentd.llm.tool_calls import ArgumentsPiece, CallStart, ContentPiece, ToolCallParser, plan_tool_calls
+from agentd.llm.tool_calls import CallStart, ContentPiece, ToolCallParser, plan_tool_calls
 from agentd.server.errors import APIError
 from agentd.server.generation import (
     RequestRecord,
