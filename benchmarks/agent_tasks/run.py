@@ -76,6 +76,12 @@ async def main(args: argparse.Namespace) -> None:
     for agent, backend, solved, valid, steps, seconds in rows:
         shown = "–" if valid != valid else f"{valid:.0%}"  # NaN: no call was ever attempted
         print(f"| agentd-{agent} | {backend} | {solved:.0%} | {shown} | {steps:.2f} | {seconds:.1f} |")
+    by_config = {(agent, backend): row for agent, backend, *row in rows}
+    for agent in args.agents.split(","):
+        pair = by_config.get((agent, "constrained")), by_config.get((agent, "unconstrained"))
+        if all(pair):
+            print(f"agentd-{agent}: constrained − unconstrained: solved {pair[0][0] - pair[1][0]:+.0%}, "
+                  f"schema-valid {(pair[0][1] if pair[0][1] == pair[0][1] else 0) - (pair[1][1] if pair[1][1] == pair[1][1] else 0):+.0%}")
 
 
 if __name__ == "__main__":
