@@ -96,7 +96,7 @@ class AgentRuntime:
     def context(self, agent_id: str, llm: ChatModel) -> AgentContext:
         names = list(self.search_tools) if agent_id == "agentd-planner" else None
         return AgentContext(llm=llm, tools=self.tools, tool_names=names, max_steps=self.limits.max_steps,
-                            max_calls=self.limits.max_calls if not getattr(llm, "single_call", False) else 1)
+                            max_calls=self.limits.max_calls)
 
     async def run(self, agent_id: str, messages: list[dict[str, Any]], llm: ChatModel, *,
                   thread_id: str | None = None, outcome: RunOutcome | None = None) -> AsyncIterator[Step]:
