@@ -253,3 +253,16 @@ async def test_time_limit_and_cancellation_stop_the_run(tools, tmp_path):
     await stream.aclose()
     assert outcome.status == "cancelled" and runtime.runs.get("run-cancelled")["status"] == "cancelled"
     await runtime.close()
+
+
+async def test_planner_follow_ups_see_the_thread(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    one = {"sub_questions": [{"question": "backups?", "depends_on": []}]}
+    first = ScriptedChatModel(structured=[one], acts=[answer("nightly")], chats=["Backups run nightly."])
+    await run(runtime, "agentd-planner", "When do backups run?", first, thread_id="t-planner")
+    second = ScriptedChatModel(structured=[one], acts=[answer("30 days")], chats=["Kept 30 days."])
+    await run(runtime, "agentd-planner", "And how long are they kept?", second, thread_id="t-planner")
+    decompose_messages = second.seen[0][1]
+    assert [m["content"] for m in decompose_messages[1:]] == [
+        "When do backups run?", "Backups run nightly.", "And how long are they kept?"]
+    await runtime.close()

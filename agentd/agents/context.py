@@ -77,3 +77,11 @@ async def run_calls(ctx: AgentContext, calls: list[ToolCallRequest], allowed: se
         ctx.emit(observation)
         observations.append(observation)
     return observations
+
+
+def earlier_turns(history: list[dict[str, str]] | None, keep: int = 3) -> list[dict[str, str]]:
+    """The last questions and answers of a thread, as chat turns (ReWOO and planner state keep them)."""
+    turns = []
+    for earlier in (history or [])[-keep:]:
+        turns += [{"role": "user", "content": earlier["question"]}, {"role": "assistant", "content": earlier["answer"]}]
+    return turns

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agentd.agents.context import AgentContext
+from agentd.agents.context import AgentContext, earlier_turns
 from agentd.agents.react import build_react_graph
 from agentd.agents.steps import NodeDone, NodeStarted, Observation, Plan, Step
 from agentd.llm.chat_model import prompt
@@ -51,8 +51,9 @@ def decomposition_schema(limit: int) -> dict[str, Any]:
 async def decompose(state: PlannerState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     limit = min(MAX_SUB_QUESTIONS, ctx.max_steps)
+    # Earlier questions of the thread let a follow-up ("and holidays?") be split sensibly.
     messages = [{"role": "system", "content": prompt("planner_decompose", limit=str(limit))},
-                {"role": "user", "content": state["question"]}]
+                *earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
     raw = (await ctx.llm.structured(messages, decomposition_schema(limit), max_tokens=400))["sub_questions"]
     sub_questions = []
     for index, item in enumerate(raw, 1):

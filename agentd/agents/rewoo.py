@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agentd.agents.context import AgentContext, approve, run_calls
+from agentd.agents.context import AgentContext, approve, earlier_turns, run_calls
 from agentd.agents.steps import Plan, Retry
 from agentd.llm.chat_model import StructuredOutputError, ToolCallRequest, bounded_strings, describe_tools, prompt
 
@@ -66,7 +66,7 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     attempts = state.get("attempts", 0) + 1
     tools = ctx.definitions()
     messages = [{"role": "system", "content": prompt("rewoo_planner", tools=describe_tools(tools))},
-                *_history_turns(state), {"role": "user", "content": state["question"]}]
+                *earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
     if state.get("feedback"):
         messages.append({"role": "user", "content": f"That plan could not run: {state['feedback']}. Write a new plan."})
     try:
@@ -111,7 +111,7 @@ async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, 
     lines = [f"{step['id']} = {step['tool']}[{json.dumps(step['arguments'])}]\nResult: {state['evidence'][step['id']]}"
              for step in state.get("plan") or []]
     evidence = "\n".join(lines) or "(no plan could be made; answer from what you know)"
-    answer = await ctx.llm.chat([*_history_turns(state), {"role": "user", "content": prompt(
+    answer = await ctx.llm.chat([*earlier_turns(state.get("history")), {"role": "user", "content": prompt(
         "rewoo_solver", question=state["question"], evidence=evidence)}], max_tokens=200)
     return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
 
@@ -130,13 +130,6 @@ def _substitute(arguments: dict[str, Any], evidence: dict[str, str]) -> dict[str
         return REFERENCE.sub(lambda m: evidence.get(m.group(0), m.group(0)), raw)
 
     return {key: value(raw) for key, raw in arguments.items()}
-
-
-def _history_turns(state: RewooState) -> list[dict[str, str]]:
-    turns = []
-    for earlier in (state.get("history") or [])[-3:]:
-        turns += [{"role": "user", "content": earlier["question"]}, {"role": "assistant", "content": earlier["answer"]}]
-    return turns
 
 
 def build_rewoo_graph() -> StateGraph:

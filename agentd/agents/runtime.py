@@ -32,7 +32,6 @@ class AgentType:
     description: str
     build: Callable[[], Any]
     make_input: Callable[[list[dict[str, Any]], bool], dict[str, Any]]
-    tool_names: tuple[str, ...] | None = None
 
 
 AGENT_TYPES = {
@@ -88,10 +87,6 @@ class AgentRuntime:
             await self._saver_context.__aexit__(None, None, None)
             self._saver_context = None
         self.runs.close()
-
-    @property
-    def agent_ids(self) -> list[str]:
-        return list(AGENT_TYPES)
 
     def context(self, agent_id: str, llm: ChatModel) -> AgentContext:
         names = list(self.search_tools) if agent_id == "agentd-planner" else None

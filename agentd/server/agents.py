@@ -129,13 +129,12 @@ async def _chunks(first: Step, rest: AsyncIterator[Step], head: dict[str, Any], 
     while step is not None:
         if record.first_token is None:
             record.first_token = time.perf_counter()
-        if isinstance(step, (FinalAnswer, ApprovalRequired, RunFailed)):
-            if not isinstance(step, FinalAnswer):
-                yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
-            yield chunk({"content": _final_text(step), "agent_step": step.to_dict()} if isinstance(step, FinalAnswer)
-                        else {"content": _final_text(step)})
+        if isinstance(step, FinalAnswer):
+            yield chunk({"content": step.answer, "agent_step": step.to_dict()})
         else:
             yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
+            if isinstance(step, (ApprovalRequired, RunFailed)):
+                yield chunk({"content": _final_text(step)})
         step = await anext(rest, None)
     yield chunk({}, "stop")
 
