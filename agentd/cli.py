@@ -1,4 +1,4 @@
-"""The `agentd` command: serve, chat, models, tools."""
+"""The `agentd` command: serve, chat, models, tools, finetune, jobs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from agentd.jobs_cli import finetune, jobs_app
 from agentd.tools_cli import tools_app
 
 app = typer.Typer(help="agentd: an agent-centric orchestration server for language models.",
                   no_args_is_help=True)
 app.add_typer(tools_app, name="tools")
+app.add_typer(jobs_app, name="jobs")
+app.command()(finetune)
 
 BaseURL = Annotated[str, typer.Option(envvar="AGENTD_URL", help="Server to talk to.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="AGENTD_API_KEY", help="Bearer key.")]

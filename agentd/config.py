@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     agent_model: str | None = None
     agent_max_steps: int = 6
     agent_time_limit_s: float = 300.0
+    # Fine-tuning and other jobs: how many run at once (the rest queue), and the upload limit.
+    max_concurrent_jobs: int = 1
+    max_upload_mb: int = 512
 
     @field_validator("models", "api_keys", "cors_origins", "tools", "remote_tools", "mcp_servers", mode="before")
     @classmethod

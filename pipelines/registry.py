@@ -21,6 +21,7 @@ class ModelSpec:
     location: str = ""  # a folder for local models, a base URL for upstream ones
     upstream_model: str | None = None
     api_key: str | None = None
+    adapter: str | None = None  # a PEFT adapter folder merged into `location` when loading
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -45,12 +46,52 @@ class ModelRegistry:
         self.specs = {spec.id: spec for spec in specs}
         self.engines: dict[str, TextEngine] = {}
         self.failures: dict[str, str] = {}
+        # Models added while serving (fine-tunes) load on first use; they do not hold up `ready`.
+        self.on_demand: set[str] = set()
+        self._loading: dict[str, asyncio.Task] = {}
         self._data_dir = data_dir
         self._dtype = dtype
 
     @property
     def ready(self) -> bool:
-        return len(self.engines) + len(self.failures) == len(self.specs) and not self.failures
+        startup = [model_id for model_id in self.specs if model_id not in self.on_demand]
+        return all(model_id in self.engines for model_id in startup) and not self.failures.keys() - self.on_demand
+
+    def add(self, spec: ModelSpec) -> None:
+        """Offer one more model; it loads on its first request (see `ensure`)."""
+        self.specs[spec.id] = spec
+        self.on_demand.add(spec.id)
+        self.failures.pop(spec.id, None)
+
+    async def ensure(self, model_id: str) -> None:
+        """Load an on-demand model now if it is not loaded; concurrent callers share one load."""
+        if model_id not in self.on_demand or model_id in self.engines or model_id in self.failures:
+            return
+        task = self._loading.get(model_id)
+        if task is None:
+            task = self._loading[model_id] = asyncio.create_task(self._load_recorded(self.specs[model_id]))
+        await asyncio.shield(task)
+
+    async def _load_recorded(self, spec: ModelSpec) -> None:
+        try:
+            self.engines[spec.id] = await asyncio.to_thread(self._load, spec)
+        except Exception as error:  # noqa: BLE001 - recorded and reported by /health and the 503
+            log.exception("loading %s failed", spec.id)
+            self.failures[spec.id] = str(error)
+        finally:
+            self._loading.pop(spec.id, None)
+
+    def folder(self, model_id: str) -> Path:
+        """The weights folder of a local model, for training on it."""
+        spec = self.specs.get(model_id)
+        if spec is None:
+            local = sorted(m for m, s in self.specs.items() if s.kind != "upstream" and not s.adapter)
+            raise ValueError(f"model {model_id!r} is not served here; models that can be fine-tuned: {local}")
+        if spec.kind == "upstream":
+            raise ValueError(f"{model_id} is served by an upstream API; only local models can be fine-tuned")
+        if spec.adapter:
+            raise ValueError(f"{model_id} is a base model plus an adapter; fine-tune its merged export instead")
+        return embedded_model_folder(self._data_dir) if spec.kind == "embedded" else Path(spec.location)
 
     async def load_all(self) -> None:
         for spec in self.specs.values():
@@ -70,8 +111,10 @@ class ModelRegistry:
         from pipelines.transformers_engine import TransformersEngine
 
         folder = embedded_model_folder(self._data_dir) if spec.kind == "embedded" else spec.location
-        return TransformersEngine(spec.id, folder, dtype=self._dtype)
+        return TransformersEngine(spec.id, folder, dtype=self._dtype, adapter=spec.adapter)
 
     async def close(self) -> None:
+        for task in list(self._loading.values()):
+            task.cancel()
         for engine in self.engines.values():
             await engine.close()

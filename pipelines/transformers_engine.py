@@ -78,11 +78,17 @@ class TransformersEngine(TextEngine):
         *,
         dtype: str = "auto",
         max_batch_size: int = 32,
+        adapter: str | Path | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=_resolve_dtype(dtype))
+        if adapter is not None:
+            from peft import PeftModel
+
+            # Merged once at load: the adapter then costs nothing per token.
+            self.model = PeftModel.from_pretrained(self.model, adapter).merge_and_unload()
         self.model.eval()
         config = self.model.config
         context = getattr(config, "max_position_embeddings", None) or 2048

@@ -68,3 +68,33 @@ def test_tools_call_reads_local_images_and_saves_results(tmp_path):
 def test_serve_refuses_a_broken_tools_file(tmp_path):
     result = runner.invoke(app, ["serve", "--tools", str(tmp_path / "missing.py"), "--data-dir", str(tmp_path)])
     assert result.exit_code != 0 and "tools file not found" in result.output
+
+
+def test_finetune_command_trains_with_progress_and_jobs_commands_show_it(tmp_path):
+    from pipelines.embedded import embedded_model_folder
+    from tests.conftest import DATA_DIR
+    from tests.fixtures.tickets import write_tickets
+    from tests.fixtures.tiny_model import make_tiny_model
+
+    tiny = make_tiny_model(tmp_path / "tiny", embedded_model_folder(DATA_DIR))
+    data = write_tickets(tmp_path / "tickets.jsonl")
+    where = ["--data-dir", str(tmp_path / "state")]
+    result = runner.invoke(app, ["finetune", "--model", str(tiny), "--data", str(data), "--method", "full",
+                                 "--max-steps", "4", "--learning-rate", "0.003", "--seq-len", "64", *where])
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.output and "loss " in result.output and "over 4 steps" in result.output
+    assert "new model: ft:tiny:agentd::" in result.output
+    job_id = result.output.split("job ", 1)[1].split()[0]
+
+    listed = runner.invoke(app, ["jobs", "list", *where])
+    assert job_id in listed.output and "succeeded" in listed.output
+    shown = runner.invoke(app, ["jobs", "show", job_id, *where])
+    assert '"status": "succeeded"' in shown.output and '"checkpoints"' in shown.output
+    logs = runner.invoke(app, ["jobs", "logs", job_id, *where])
+    assert "worker" in logs.output and "training 4 steps" in logs.output
+    assert runner.invoke(app, ["jobs", "show", "ftjob-none", *where]).exit_code != 0
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"instruction": "no output"}\n')
+    refused = runner.invoke(app, ["finetune", "--model", str(tiny), "--data", str(broken), *where])
+    assert refused.exit_code == 1 and "broken.jsonl line 1" in refused.output

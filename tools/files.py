@@ -79,12 +79,22 @@ class FileStore:
         self.get(file_id)
         return self._blobs / file_id
 
-    def list(self, purpose: str | None = None, limit: int = 100) -> list[StoredFile]:
-        query, params = "SELECT * FROM files", ()
+    def list(self, purpose: str | None = None, limit: int = 100, *, after: str | None = None,
+             order: str = "desc") -> list[StoredFile]:
+        """`after` is the id of the last file of the previous page (OpenAI's cursor)."""
+        clauses, params = [], []
         if purpose:
-            query, params = query + " WHERE purpose = ?", (purpose,)
+            clauses.append("purpose = ?")
+            params.append(purpose)
+        direction, compare = ("DESC", "<") if order == "desc" else ("ASC", ">")
+        if after:
+            anchor = self.get(after)
+            clauses.append(f"(created_at {compare} ? OR (created_at = ? AND id {compare} ?))")
+            params += [anchor.created_at, anchor.created_at, anchor.id]
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._lock:
-            rows = self._db.execute(query + " ORDER BY created_at DESC, id LIMIT ?", (*params, limit)).fetchall()
+            rows = self._db.execute(f"SELECT * FROM files{where} ORDER BY created_at {direction}, id {direction} LIMIT ?",
+                                    (*params, limit)).fetchall()
         return [StoredFile(*row) for row in rows]
 
     def delete(self, file_id: str) -> None:

@@ -9,14 +9,17 @@ unless `?inline=false`, their bytes in base64. Bad arguments are a 400 and an un
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Query, Request
+from fastapi import File as FormFile
+from fastapi import UploadFile as FormUpload
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
@@ -55,9 +58,47 @@ def tool_router(registry: ToolRegistry, *, dependencies: Sequence[Any] = ()) -> 
     return router
 
 
-def file_router(store: FileStore, *, dependencies: Sequence[Any] = ()) -> APIRouter:
-    """`GET /files/{id}` and `/files/{id}/content`, in the shape of OpenAI's Files API."""
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+
+
+def file_router(store: FileStore, *, dependencies: Sequence[Any] = (), max_upload_bytes: int = 512 * 2**20,
+                validators: Mapping[str, Callable[[bytes, str], object]] | None = None) -> APIRouter:
+    """OpenAI's Files API: upload, list, retrieve, content, delete.
+
+    `validators` check an upload of a given purpose (`fine-tune` JSONL, say) and raise
+    ValueError with a message naming what is wrong; the upload is then refused with a 400.
+    """
     router = APIRouter(dependencies=[Depends(d) for d in dependencies], tags=["files"])
+    validators = dict(validators or {})
+
+    @router.post("/files")
+    async def upload_file(file: FormUpload = FormFile(...), purpose: str = Form(...)):
+        if purpose not in FILE_PURPOSES:
+            return error_response(400, f"purpose must be one of {', '.join(FILE_PURPOSES)}; got {purpose!r}",
+                                  param="purpose")
+        data = await file.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            return error_response(413, f"the file is larger than the {max_upload_bytes // 2**20} MiB upload limit",
+                                  param="file", code="file_too_large")
+        name = file.filename or "upload"
+        if purpose in validators:
+            try:
+                await asyncio.to_thread(validators[purpose], data, name)
+            except ValueError as error:
+                return error_response(400, f"invalid {purpose} file: {error}", param="file",
+                                      code="invalid_file_format")
+        return store.put(data, name, purpose=purpose, mime_type=file.content_type).to_openai()
+
+    @router.get("/files")
+    async def list_files(purpose: str | None = None, limit: int = Query(10000, ge=1, le=10000),
+                         order: Literal["asc", "desc"] = "desc", after: str | None = None):
+        try:
+            found = store.list(purpose, limit + 1, after=after, order=order)
+        except FileNotFound as error:
+            return error_response(404, str(error), param="after", code="file_not_found")
+        page = [stored.to_openai() for stored in found[:limit]]
+        return {"object": "list", "data": page, "has_more": len(found) > limit,
+                "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
 
     @router.get("/files/{file_id}")
     async def retrieve_file(file_id: str):
@@ -65,6 +106,14 @@ def file_router(store: FileStore, *, dependencies: Sequence[Any] = ()) -> APIRou
             return store.get(file_id).to_openai()
         except FileNotFound as error:
             return error_response(404, str(error), param="file_id", code="file_not_found")
+
+    @router.delete("/files/{file_id}")
+    async def delete_file(file_id: str):
+        try:
+            store.delete(file_id)
+        except FileNotFound as error:
+            return error_response(404, str(error), param="file_id", code="file_not_found")
+        return {"id": file_id, "object": "file", "deleted": True}
 
     @router.get("/files/{file_id}/content")
     async def file_content(file_id: str):

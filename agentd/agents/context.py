@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langgraph.types import interrupt
 
-from agentd.agents.steps import Observation, Step, ToolCallStep
+from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import ChatModel, ToolCallRequest
-from tools.registry import ToolCall, ToolRegistry
+from tools.context import ToolContext
+from tools.registry import ToolRegistry
 
 FINAL_ANSWER = {"type": "function", "function": {
     "name": "final_answer", "description": "Give the user the final answer.",
@@ -64,8 +66,8 @@ async def run_calls(ctx: AgentContext, calls: list[ToolCallRequest], allowed: se
     for call in calls:
         ctx.emit(ToolCallStep(call.id, call.name, call.arguments))
     runnable = [c for c in calls if c.id in allowed]
-    results = {r.call_id: r for r in await ctx.tools.invoke_many(
-        [ToolCall(c.name, c.arguments, c.id) for c in runnable])}
+    results = {r.call_id: r for r in await asyncio.gather(*(
+        ctx.tools.invoke(c.name, c.arguments, call_id=c.id, context=_reporting(ctx, c)) for c in runnable))}
     observations = []
     for call in calls:
         result = results.get(call.id)
@@ -77,6 +79,11 @@ async def run_calls(ctx: AgentContext, calls: list[ToolCallRequest], allowed: se
         ctx.emit(observation)
         observations.append(observation)
     return observations
+
+
+def _reporting(ctx: AgentContext, call: ToolCallRequest) -> ToolContext:
+    """The registry's context, with progress from a long-running tool streamed as steps."""
+    return replace(ctx.tools.context, on_progress=lambda update: ctx.emit(ToolProgress(call.id, call.name, update)))
 
 
 def earlier_turns(history: list[dict[str, str]] | None, keep: int = 3) -> list[dict[str, str]]:

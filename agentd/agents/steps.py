@@ -58,6 +58,20 @@ class Observation(Step):
 
 
 @dataclass
+class ToolProgress(Step):
+    """A long-running tool saying how far it got (a fine-tune's step and loss, say)."""
+
+    type: ClassVar[str] = "tool_progress"
+    call_id: str
+    name: str
+    update: dict[str, Any]
+
+    def text(self) -> str:
+        parts = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.update.items())
+        return f"Progress ({self.name}): {parts}"
+
+
+@dataclass
 class Plan(Step):
     """A ReWOO plan or a planner's sub-question graph."""
 
@@ -136,7 +150,7 @@ class RunFailed(Step):
         return f"Stopped: {self.message}"
 
 
-STEP_TYPES = {cls.type: cls for cls in (Thought, ToolCallStep, Observation, Plan, Retry, NodeStarted, NodeDone,
+STEP_TYPES = {cls.type: cls for cls in (Thought, ToolCallStep, Observation, ToolProgress, Plan, Retry, NodeStarted, NodeDone,
                                         ApprovalRequired, FinalAnswer, RunFailed)}
 
 

@@ -14,19 +14,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
 from agentd.config import Settings
+from agentd.jobs import open_store
+from agentd.jobs.manager import JobManager
 from agentd.server.agents import create_agent_completion, run_routes
 from agentd.server.chat import create_chat_completion
 from agentd.server.completions import create_completion
 from agentd.server.errors import APIError, install_error_handlers
+from agentd.server.fine_tuning import fine_tuned_spec, fine_tuning_routes
 from agentd.server.metrics import ServerMetrics
 from agentd.server.protocol import ChatCompletionRequest, CompletionRequest
 from pipelines.registry import ModelRegistry, parse_model_spec
+from tools.builtin.jobs import JobTools
 from tools.http_server import UNAUTHORIZED, BearerGuard, bearer_ok, file_router, tool_router
 from tools.loading import build_registry
+from training.data import parse_file
 from tools.mcp_server import streamable_http
 from tools.registry import ToolRegistry
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _offer_fine_tuned(registry: ModelRegistry, job) -> None:
+    spec = fine_tuned_spec(job)
+    if spec is not None and spec.id not in registry.specs:
+        registry.add(spec)
 
 
 def _require_api_key(request: Request) -> None:
@@ -53,6 +64,17 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         tools = tools_from_settings(settings)
     if settings.agent_model and settings.agent_model not in registry.specs:
         raise ValueError(f"--agent-model {settings.agent_model} is not among the served models {sorted(registry.specs)}")
+    jobs = JobManager(settings.data_dir, max_concurrent=settings.max_concurrent_jobs)
+
+    def offer_fine_tuned_models() -> None:
+        """Every succeeded fine-tune is a model, from the moment its worker records the success."""
+        for job in jobs.store.list(kind="fine_tune", statuses=("succeeded",), limit=10_000):
+            _offer_fine_tuned(registry, job)
+
+    offer_fine_tuned_models()
+    if "finetune" not in tools and tools.context.file_store is not None:
+        # Its own store connection: a shared tool registry may outlive this app's job manager.
+        tools.add(JobTools(open_store(settings.data_dir), tools.context.file_store, registry.folder))
     agents = AgentRuntime(tools, settings.data_dir, AgentLimits(max_steps=settings.agent_max_steps,
                                                                 time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
@@ -62,8 +84,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(registry.load_all()) if owns_registry else None
         await agents.open()
+        await jobs.start()
         async with mcp_sessions.run():
             yield
+        await jobs.close()
         await agents.close()
         if loading is not None:
             loading.cancel()
@@ -76,6 +100,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     app.state.registry = registry
     app.state.tools = tools
     app.state.agents = agents
+    app.state.jobs = jobs
+    app.state.background_tasks = set()
     app.state.upstream_chat_models = {}
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
@@ -88,6 +114,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
 
     @v1.get("/models")
     async def list_models() -> dict[str, Any]:
+        offer_fine_tuned_models()
         now = int(time.time())
         data = [
             {"id": spec.id, "object": "model", "created": now,
@@ -101,24 +128,32 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         if body.model in AGENT_TYPES:
             return await create_agent_completion(body, request)
+        if body.model not in registry.specs:
+            offer_fine_tuned_models()
+        await registry.ensure(body.model)  # a fine-tune that just finished loads on its first request
         return await create_chat_completion(body, request)
 
     run_routes(v1)
+    fine_tuning_routes(v1)
 
     @v1.post("/completions")
     async def completions(body: CompletionRequest, request: Request):
+        if body.model not in registry.specs:
+            offer_fine_tuned_models()
+        await registry.ensure(body.model)
         return await create_completion(body, request)
 
     v1.include_router(tool_router(tools), prefix="/tools")
     if tools.context.file_store is not None:
-        v1.include_router(file_router(tools.context.file_store))
+        v1.include_router(file_router(tools.context.file_store, max_upload_bytes=settings.max_upload_mb * 2**20,
+                                      validators={"fine-tune": parse_file}))
     app.include_router(v1)
     app.add_route("/mcp", BearerGuard(mcp_endpoint, lambda: settings.api_keys))
 
     @app.get("/health")
     async def health() -> JSONResponse:
         status = {m: "ready" for m in registry.engines} | {m: "failed" for m in registry.failures}
-        status = {m: status.get(m, "loading") for m in registry.specs}
+        status = {m: status.get(m, "on_demand" if m in registry.on_demand else "loading") for m in registry.specs}
         return JSONResponse({"status": "ok" if registry.ready else "unavailable", "models": status},
                             status_code=200 if registry.ready else 503)
 

@@ -1,0 +1,222 @@
+"""`agentd finetune` and `agentd jobs list|show|cancel|logs`: jobs from the terminal.
+
+Both work on the data folder directly (the same SQLite job store a server on this machine
+uses), so they need no running server; a server started later serves the fine-tuned models.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+jobs_app = typer.Typer(help="Fine-tuning and other jobs in the data folder.", no_args_is_help=True)
+
+DataDir = Annotated[Optional[Path], typer.Option(envvar="AGENTD_DATA_DIR", help="agentd's data folder.")]
+
+
+def _data_dir(data_dir: Optional[Path]) -> Path:
+    from agentd.config import Settings
+
+    return data_dir or Settings().data_dir
+
+
+def _store(data_dir: Optional[Path]):
+    from agentd.jobs import open_store
+
+    return open_store(_data_dir(data_dir))
+
+
+def _base_folder(model: str, data_dir: Path) -> Path:
+    from pipelines.embedded import EMBEDDED_MODEL_ID, embedded_model_folder
+
+    if model in (EMBEDDED_MODEL_ID, "embedded"):
+        return embedded_model_folder(data_dir)
+    if (Path(model) / "config.json").is_file():
+        return Path(model).resolve()
+    raise typer.BadParameter(f"{model} is neither the embedded model ({EMBEDDED_MODEL_ID}) nor a transformers "
+                             "model folder", param_hint="--model")
+
+
+def finetune(
+    data: Annotated[list[Path], typer.Option(help="Training data (JSONL or .txt), repeatable.")],
+    model: Annotated[str, typer.Option(help="The embedded model's id or a model folder.")] = "smollm2-135m-instruct",
+    method: Annotated[str, typer.Option(help="lora, qlora (CUDA only) or full.")] = "lora",
+    validation: Annotated[Optional[list[Path]], typer.Option(help="Validation data, repeatable.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides epochs).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per micro-batch.")] = None,
+    seq_len: Annotated[Optional[int], typer.Option(help="Tokens per packed row.")] = None,
+    deepspeed: Annotated[Optional[str], typer.Option(help="zero1, zero2, zero2_offload, zero3, zero3_offload.")] = None,
+    merge: Annotated[bool, typer.Option(help="Also export the adapter merged into the base.")] = False,
+    suffix: Annotated[Optional[str], typer.Option(help="Part of the new model's id.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any other hyperparameter, KEY=JSON.")] = None,
+    detach: Annotated[bool, typer.Option(help="Queue the job and return; a server or `agentd jobs` runs it.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Fine-tune a model on your data, with a progress bar; the result is a new model id."""
+    from agentd.jobs import VALIDATING
+    from agentd.jobs.fine_tune import FineTuneRequestError, submit, training_params, validate_files
+
+    root = _data_dir(data_dir)
+    base = _base_folder(model, root)
+    hyperparameters: dict[str, Any] = {"method": method}
+    for key, value in (("n_epochs", epochs), ("max_steps", max_steps), ("learning_rate", learning_rate),
+                       ("batch_size", batch_size), ("seq_len", seq_len), ("deepspeed", deepspeed)):
+        if value is not None:
+            hyperparameters[key] = value
+    if merge:
+        hyperparameters["merge"] = True
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        try:
+            hyperparameters[key] = json.loads(value)
+        except json.JSONDecodeError:
+            hyperparameters[key] = value
+    model_id = model if not Path(model).is_dir() else Path(model).resolve().name
+    try:
+        training = training_params(base, [p.resolve() for p in data], [p.resolve() for p in validation or []],
+                                   hyperparameters, seed)
+    except FineTuneRequestError as error:
+        raise typer.BadParameter(str(error)) from None
+    store = _store(data_dir)
+    job = submit(store, model=model_id, training=training, training_file=str(data[0].resolve()),
+                 validation_file=str(validation[0].resolve()) if validation else None, suffix=suffix,
+                 status=VALIDATING)
+    validate_files(store, job.id)
+    job = store.get(job.id)
+    if job.status == "failed":
+        typer.secho(f"{job.id}: {job.error['message']}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"job {job.id} queued")
+    if detach:
+        return
+    _run_and_follow(root, job.id)
+
+
+def _run_and_follow(root: Path, job_id: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from agentd.jobs.manager import JobManager
+
+    manager = JobManager(root)
+    manager.launch(job_id)  # False when a server on this data folder claimed it first: then just follow
+    seen = 0
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn()) as progress:
+            bar = progress.add_task("training", total=None, stats="")
+            while True:
+                job = manager.store.get(job_id)
+                for event in manager.store.events(job_id, after=seen):
+                    seen = event.seq
+                    if event.type == "message":
+                        progress.console.print(f"[dim]{event.message}[/dim]")
+                step = job.progress
+                if step:
+                    progress.update(bar, total=step["total_steps"], completed=step["step"],
+                                    stats=f"loss {step['loss']:.4f}  {step['tokens_per_second']:.0f} tok/s")
+                if job.finished:
+                    break
+                manager.tick_reap()
+                if job.status == "queued":  # requeued after its worker died: resume it
+                    manager.launch(job_id)
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        typer.echo("cancelling…")
+        manager.cancel(job_id)
+        while not manager.store.get(job_id).finished:
+            manager.tick_reap()
+            time.sleep(0.5)
+    _print_outcome(manager.store, manager.store.get(job_id))
+    if manager.store.get(job_id).status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _print_outcome(store, job) -> None:
+    typer.echo(f"{job.id}: {job.status}")
+    if job.error:
+        typer.secho(f"  error: {job.error['message']}", fg="red")
+    curve = store.metrics(job.id)
+    if curve:
+        losses = [entry["train_loss"] for entry in curve]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        typer.echo(f"  loss {losses[0]:.4f} → {losses[-1]:.4f} over {len(losses)} steps "
+                   f"(lowest {losses[best]:.4f} at step {curve[best]['step']})")
+        if "valid_loss" in curve[-1]:
+            typer.echo(f"  validation loss {curve[-1]['valid_loss']:.4f}")
+    if job.result:
+        typer.echo(f"  new model: {job.result['fine_tuned_model']}  (served by `agentd serve` on this data folder)")
+        for name, folder in (("adapter", job.result.get("adapter_dir")), ("model", job.result.get("model_dir"))):
+            if folder:
+                typer.echo(f"  {name}: {folder}")
+
+
+@jobs_app.command("list")
+def list_jobs(status: Annotated[Optional[str], typer.Option(help="Only this status.")] = None,
+              limit: Annotated[int, typer.Option(help="How many.")] = 20, data_dir: DataDir = None) -> None:
+    """Jobs, newest first."""
+    for job in _store(data_dir).list(statuses=(status,) if status else (), limit=limit):
+        created = datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M")
+        detail = (job.result or {}).get("fine_tuned_model") or (job.error or {}).get("message", "")
+        if job.status == "running" and job.progress:
+            detail = f"step {job.progress['step']}/{job.progress['total_steps']} loss {job.progress['loss']:.4f}"
+        typer.echo(f"{job.id}\t{job.status}\t{created}\t{job.params.get('model', '')}\t{detail}")
+
+
+@jobs_app.command()
+def show(job_id: str, data_dir: DataDir = None) -> None:
+    """One job: status, parameters, progress, result, error, and a loss summary."""
+    from agentd.jobs import JobNotFound
+
+    store = _store(data_dir)
+    try:
+        job = store.get(job_id)
+    except JobNotFound as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(json.dumps({"id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
+                           "params": job.params, "progress": job.progress, "result": job.result,
+                           "error": job.error, "checkpoints": [c["step"] for c in store.checkpoints(job.id)]},
+                          indent=2))
+    _print_outcome(store, job)
+
+
+@jobs_app.command()
+def cancel(job_id: str, data_dir: DataDir = None) -> None:
+    """Cancel a queued or running job (a running one stops at its next step)."""
+    from agentd.jobs import JobNotFound
+    from agentd.jobs.manager import JobManager
+
+    manager = JobManager(_data_dir(data_dir))
+    try:
+        job = manager.cancel(job_id)
+    except JobNotFound as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(f"{job.id}: {job.status}{' (cancellation requested)' if job.cancel_requested else ''}")
+
+
+@jobs_app.command()
+def logs(job_id: str, lines: Annotated[int, typer.Option(help="Last lines to show.")] = 200,
+         data_dir: DataDir = None) -> None:
+    """The worker's log (every attempt), then the job's events."""
+    from agentd.jobs import JobNotFound
+    from agentd.jobs.manager import JobManager
+
+    manager = JobManager(_data_dir(data_dir))
+    try:
+        manager.store.get(job_id)
+    except JobNotFound as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(manager.log_tail(job_id, lines))
+    for event in manager.store.events(job_id, limit=10_000):
+        if event.type == "message":
+            stamp = datetime.fromtimestamp(event.created_at).strftime("%H:%M:%S")
+            typer.echo(f"{stamp} [{event.level}] {event.message}")

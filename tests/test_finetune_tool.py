@@ -1,0 +1,77 @@
+"""The finetune tool through a ReAct agent (scripted model): progress streams while the job runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentd.agents.runtime import AgentLimits, AgentRuntime, RunOutcome
+from agentd.agents.steps import FinalAnswer, Observation, ToolProgress
+from agentd.jobs.manager import JobManager
+from pipelines.embedded import embedded_model_folder
+from tests.conftest import DATA_DIR
+from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
+from tests.fixtures.tickets import write_tickets
+from tests.fixtures.tiny_model import make_tiny_model
+from tools import FileStore, ToolRegistry
+from tools.builtin.jobs import JobTools
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    tiny = make_tiny_model(tmp_path / "tiny", embedded_model_folder(DATA_DIR))
+
+    def base_folder(model: str) -> Path:
+        if model != "tiny":
+            raise ValueError(f"model {model!r} is not served here")
+        return tiny
+
+    # Started by each test, on the test's own event loop.
+    manager = JobManager(tmp_path, poll_s=0.1)
+    files = FileStore(tmp_path / "files")
+    data = files.put(write_tickets(tmp_path / "t.jsonl").read_bytes(), "tickets.jsonl", purpose="fine-tune")
+    tools = ToolRegistry([JobTools(manager.store, files, base_folder, poll_s=0.1)], file_store=files)
+    return tools, data.id, manager
+
+
+async def test_an_agent_fine_tunes_and_sees_progress(setup, tmp_path):
+    tools, file_id, manager = setup
+    await manager.start()
+    runtime = AgentRuntime(tools, tmp_path / "state", AgentLimits(time_limit_s=300))
+    await runtime.open()
+    llm = ScriptedChatModel(acts=[
+        calls(("finetune", {"model": "tiny", "training_file": file_id, "method": "full", "max_steps": 6,
+                            "learning_rate": 0.003})),
+        answer("Fine-tuned.")])
+    outcome = RunOutcome(run_id="run-ft", thread_id="")
+    steps = [step async for step in runtime.run("agentd-react", [{"role": "user", "content": "fine-tune tiny"}],
+                                                llm, outcome=outcome)]
+    await runtime.close()
+    progress = [step for step in steps if isinstance(step, ToolProgress)]
+    assert [p.update["step"] for p in progress][-1] == 6 and progress[0].name == "finetune"
+    assert "loss=" in progress[-1].text()
+    [observation] = [step for step in steps if isinstance(step, Observation)]
+    assert not observation.is_error and "ft:tiny:agentd::" in observation.content
+    assert '"status": "succeeded"' in observation.content
+    assert isinstance(steps[-1], FinalAnswer)
+
+    listed = await tools.invoke("list_jobs", {"status": "succeeded"})
+    assert listed.ok and "ft:tiny" in listed.observation()
+    await manager.close()
+
+
+async def test_job_tools_without_waiting_and_with_bad_input(setup):
+    tools, file_id, manager = setup
+    started = await tools.invoke("finetune", {"model": "tiny", "training_file": file_id, "wait": False,
+                                              "max_steps": 2, "method": "full"})
+    assert started.ok and '"job_id": "ftjob-' in started.observation()
+    job_id = started.value["job_id"]
+    status = await tools.invoke("job_status", {"job_id": job_id})
+    assert status.ok and status.value["status"] in ("queued", "running", "succeeded")
+    unknown = await tools.invoke("finetune", {"model": "gpt-9", "training_file": file_id})
+    assert not unknown.ok and "not served here" in unknown.observation()
+    missing = await tools.invoke("finetune", {"model": "tiny", "training_file": "file-nope"})
+    assert not missing.ok and "no file with id" in missing.observation()
+    assert "no job with id" in (await tools.invoke("job_status", {"job_id": "ftjob-x"})).observation()
+    manager.store.close()
