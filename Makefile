@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup bench bench-agents clean
+.PHONY: run test setup bench bench-agents bench-finetune clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-agents: $(STAMP)
 	$(PY) benchmarks/agent_tasks/run.py
+
+bench-finetune: $(STAMP)
+	$(PY) benchmarks/finetune.py
 
 clean:
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ What differs is the point: agentd packs examples into rows (no padding) and proj
 vocabulary only at trained positions; HF pads each batch to its longest example and computes
 logits everywhere.
 
-    .venv/bin/python benchmarks/finetune.py [--examples 160] [--epochs 1] [--batch-size 4]
+    .venv/bin/python benchmarks/finetune.py [--examples 96] [--epochs 1] [--batch-size 4] [--packed-batch-size N]
 """
 
 from __future__ import annotations
@@ -47,6 +47,21 @@ def make_examples(count: int, seed: int) -> list[dict]:
         examples.append({"messages": [{"role": "user", "content": question},
                                       {"role": "assistant", "content": answer}]})
     return examples
+
+
+def packed_rows(work: Path, seq_len: int) -> tuple[int, int]:
+    """How many rows agentd's packing makes of the training examples (as its trainer will)."""
+    from transformers import AutoTokenizer
+
+    from pipelines.embedded import embedded_model_folder
+    from training.data import load_examples
+    from training.encoding import encode
+    from training.packing import pack
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_folder(ROOT / ".agentd"))
+    sequences = encode(load_examples([work / "train.jsonl"]), tokenizer, seq_len).sequences
+    width = min(seq_len, max(len(s) for s in sequences))
+    return len(pack(sequences, width)), len(sequences)
 
 
 def held_out_loss(model, sequences) -> float:
@@ -95,16 +110,25 @@ def _agentd(args, base: Path, work: Path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from training import TrainingConfig, train
+    from training import Callbacks, TrainingConfig, train
 
     config = TrainingConfig(base_model=base, train_files=[work / "train.jsonl"], output_dir=work / "agentd",
                             method="lora", lora_r=8, lora_alpha=16, lora_dropout=0.05, epochs=args.epochs,
-                            batch_size=args.batch_size, learning_rate=args.learning_rate, lr_scheduler="cosine",
+                            batch_size=args.packed_batch_size, learning_rate=args.learning_rate, lr_scheduler="cosine",
                             warmup_ratio=0.05, seq_len=args.seq_len, seed=args.seed, checkpoint_every=10**6,
                             max_grad_norm=1.0)
-    started = time.perf_counter()
-    result = train(config)
-    seconds = time.perf_counter() - started
+    class Clock(Callbacks):
+        """Starts when the loop does, as HF's clock does: data preparation and loading are not timed."""
+
+        started = None
+
+        def on_message(self, text):
+            if text.startswith("training "):
+                self.started = time.perf_counter()
+
+    clock = Clock()
+    result = train(config, clock)
+    seconds = time.perf_counter() - clock.started
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), result.final_dir)
     return seconds, model
 
@@ -149,7 +173,7 @@ def _hf(args, base: Path, sequences, tokenizer, work: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=int, default=160)
+    parser.add_argument("--examples", type=int, default=96)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=5e-4)
@@ -157,6 +181,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--side", choices=["agentd", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--packed-batch-size", type=int,
+                        help="agentd's batch in packed rows (default: as many examples per step as HF's batch)")
     args = parser.parse_args()
     if args.side:
         print(json.dumps(run_side(args.side, args, args.work)))
@@ -166,16 +192,22 @@ def main() -> None:
         examples = make_examples(args.examples + 40, args.seed)
         (work / "train.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples[:args.examples]))
         (work / "eval.jsonl").write_text("".join(json.dumps(e) + "\n" for e in examples[args.examples:]))
+        rows, sequences = packed_rows(work, args.seq_len)
+        # A packed row holds several examples: agentd's batch (in rows) is set so that an optimizer
+        # step sees as many examples as HF's, so both take the same number of steps.
+        packed_batch = args.packed_batch_size or max(1, round(args.batch_size * rows / sequences))
         results = {}
         for side in ("hf", "agentd"):
-            command = [sys.executable, __file__, "--side", side, "--work", str(work)] + sys.argv[1:]
+            command = [sys.executable, __file__] + sys.argv[1:] + [
+                "--side", side, "--work", str(work), "--packed-batch-size", str(packed_batch)]
             finished = subprocess.run(command, capture_output=True, text=True, check=False)
             if finished.returncode:
                 sys.exit(f"{side} failed:\n{finished.stderr[-3000:]}")
             results[side] = json.loads(finished.stdout.strip().splitlines()[-1])
     hf, ours = results["hf"], results["agentd"]
-    print(f"LoRA on the embedded model: {args.examples} examples, {args.epochs} epoch(s), "
-          f"batch {args.batch_size}, {hf['tokens']} real tokens")
+    print(f"LoRA on the embedded model: {args.examples} examples, {args.epochs} epoch(s), {hf['tokens']:.0f} real "
+          f"tokens; HF batch {args.batch_size} examples, agentd batch {packed_batch} packed rows "
+          f"({sequences} examples in {rows} rows)")
     print(f"{'':22}{'HF Trainer+PEFT':>18}{'agentd':>12}{'ratio':>10}")
     rows = [("tokens/s", "tokens_per_second", "{:.0f}"), ("wall time (s)", "seconds", "{:.1f}"),
             ("peak RSS (MiB)", "peak_rss_mib", "{:.0f}"), ("held-out loss", "held_out_loss", "{:.4f}")]

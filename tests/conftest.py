@@ -60,3 +60,20 @@ def client(server) -> openai.OpenAI:
 def http(server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as session:
         yield session
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """A tiny random Llama (the embedded tokenizer): fine-tunes in seconds."""
+    from tests.fixtures.tiny_model import make_tiny_model
+    from pipelines.embedded import embedded_model_folder
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", embedded_model_folder(DATA_DIR))
+
+
+@pytest.fixture(scope="session")
+def tickets(tmp_path_factory) -> Path:
+    """40 ticket-routing chat examples as OpenAI messages JSONL."""
+    from tests.fixtures.tickets import write_tickets
+
+    return write_tickets(tmp_path_factory.mktemp("data") / "tickets.jsonl")

@@ -70,20 +70,14 @@ def test_serve_refuses_a_broken_tools_file(tmp_path):
     assert result.exit_code != 0 and "tools file not found" in result.output
 
 
-def test_finetune_command_trains_with_progress_and_jobs_commands_show_it(tmp_path):
-    from pipelines.embedded import embedded_model_folder
-    from tests.conftest import DATA_DIR
-    from tests.fixtures.tickets import write_tickets
-    from tests.fixtures.tiny_model import make_tiny_model
-
-    tiny = make_tiny_model(tmp_path / "tiny", embedded_model_folder(DATA_DIR))
-    data = write_tickets(tmp_path / "tickets.jsonl")
+def test_finetune_command_trains_with_progress_and_jobs_commands_show_it(tmp_path, tiny, tickets):
+    data = tickets
     where = ["--data-dir", str(tmp_path / "state")]
     result = runner.invoke(app, ["finetune", "--model", str(tiny), "--data", str(data), "--method", "full",
                                  "--max-steps", "4", "--learning-rate", "0.003", "--seq-len", "64", *where])
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.output and "loss " in result.output and "over 4 steps" in result.output
-    assert "new model: ft:tiny:agentd::" in result.output
+    assert f"new model: ft:{tiny.name}:agentd::" in result.output
     job_id = result.output.split("job ", 1)[1].split()[0]
 
     listed = runner.invoke(app, ["jobs", "list", *where])

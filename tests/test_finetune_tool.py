@@ -9,18 +9,13 @@ import pytest
 from agentd.agents.runtime import AgentLimits, AgentRuntime, RunOutcome
 from agentd.agents.steps import FinalAnswer, Observation, ToolProgress
 from agentd.jobs.manager import JobManager
-from pipelines.embedded import embedded_model_folder
-from tests.conftest import DATA_DIR
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
-from tests.fixtures.tickets import write_tickets
-from tests.fixtures.tiny_model import make_tiny_model
 from tools import FileStore, ToolRegistry
 from tools.builtin.jobs import JobTools
 
 
 @pytest.fixture()
-def setup(tmp_path):
-    tiny = make_tiny_model(tmp_path / "tiny", embedded_model_folder(DATA_DIR))
+def setup(tmp_path, tiny, tickets):
 
     def base_folder(model: str) -> Path:
         if model != "tiny":
@@ -30,7 +25,7 @@ def setup(tmp_path):
     # Started by each test, on the test's own event loop.
     manager = JobManager(tmp_path, poll_s=0.1)
     files = FileStore(tmp_path / "files")
-    data = files.put(write_tickets(tmp_path / "t.jsonl").read_bytes(), "tickets.jsonl", purpose="fine-tune")
+    data = files.put(tickets.read_bytes(), "tickets.jsonl", purpose="fine-tune")
     tools = ToolRegistry([JobTools(manager.store, files, base_folder, poll_s=0.1)], file_store=files)
     return tools, data.id, manager
 

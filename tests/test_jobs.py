@@ -13,20 +13,6 @@ import pytest
 from agentd.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, open_store
 from agentd.jobs.fine_tune import submit, training_params, validate_files
 from agentd.jobs.manager import JobManager
-from pipelines.embedded import embedded_model_folder
-from tests.conftest import DATA_DIR
-from tests.fixtures.tickets import write_tickets
-from tests.fixtures.tiny_model import make_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", embedded_model_folder(DATA_DIR))
-
-
-@pytest.fixture(scope="module")
-def tickets(tmp_path_factory) -> Path:
-    return write_tickets(tmp_path_factory.mktemp("data") / "tickets.jsonl")
 
 
 def queue_job(store, tiny, tickets, **hyperparameters):

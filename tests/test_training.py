@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from pipelines.embedded import embedded_model_folder
-from tests.conftest import DATA_DIR
-from tests.fixtures.tickets import write_tickets
-from tests.fixtures.tiny_model import make_tiny_model
 from training import Callbacks, TrainingConfig, TrainingError, train
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", embedded_model_folder(DATA_DIR))
-
-
-@pytest.fixture(scope="module")
-def tickets(tmp_path_factory) -> Path:
-    return write_tickets(tmp_path_factory.mktemp("data") / "tickets.jsonl")
 
 
 class Recorder(Callbacks):

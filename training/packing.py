@@ -84,7 +84,16 @@ def collate(rows: list[Row], pad_id: int, pad_to: int | None = None) -> Batch:
 
 
 def epoch_batches(rows: list[Row], batch_size: int, seed: int, epoch: int) -> list[list[Row]]:
-    """The same seed and epoch give the same batches, which is what lets a resumed run match."""
+    """Shuffled, then grouped by length within mega-batches so a batch pads little; the order of
+    batches is shuffled again. The same seed and epoch give the same batches, which is what lets a
+    resumed run match an uninterrupted one."""
+    rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(rows)))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return [[rows[i] for i in order[start: start + batch_size]] for start in range(0, len(order), batch_size)]
+    rng.shuffle(order)
+    mega = batch_size * 16
+    batches = []
+    for start in range(0, len(order), mega):
+        group = sorted(order[start: start + mega], key=lambda i: -len(rows[i]))
+        batches += [group[i: i + batch_size] for i in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return [[rows[i] for i in batch] for batch in batches]

@@ -198,7 +198,10 @@ def _prepare_data(config: TrainingConfig, tokenizer, callbacks: Callbacks) -> _D
                              f"{encoded.dropped} had nothing left to learn and were dropped")
     if not encoded.sequences:
         raise TrainingError("no training sequences: every example was empty after tokenization")
-    arrange = (lambda s: pack(s, config.seq_len)) if config.packing else one_per_row
+    # Rows no longer than the longest sequence: on a CPU a long row costs more per token than
+    # several short ones (measured 95 vs 156 tokens/s at 512 vs 128), so packing only fills gaps.
+    width = min(config.seq_len, max(len(sequence) for sequence in encoded.sequences))
+    arrange = (lambda s: pack(s, width)) if config.packing else one_per_row
     valid_rows = arrange(encode(validation, tokenizer, config.seq_len).sequences) if validation else []
     return _Data(rows=arrange(encoded.sequences), validation=valid_rows, pad_id=tokenizer.pad_token_id)
 

@@ -9,6 +9,7 @@ back to the queue to resume from the checkpoint written on the way out.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import time
@@ -68,7 +69,7 @@ def run_job(data_dir: Path, job_id: str) -> int:
         reporter.terminated = True
 
     signal.signal(signal.SIGTERM, terminate)
-    reporter.message(f"worker {__import__('os').getpid()} started (attempt {job.attempts})")
+    reporter.message(f"worker {os.getpid()} started (attempt {job.attempts})")
     try:
         result = resolve_runner(job.kind)(job, reporter)
     except Exception as error:  # noqa: BLE001 - every failure is recorded with its reason
