@@ -100,6 +100,8 @@ def test_files_api_upload_list_retrieve_delete_and_limits(ft_client):
     with pytest.raises(openai.BadRequestError) as raised:
         ft_client.files.create(file=("bad.jsonl", io.BytesIO(bad)), purpose="fine-tune")
     assert "bad.jsonl line 2" in raised.value.body["message"] and raised.value.body["param"] == "file"
+    with pytest.raises(openai.BadRequestError, match="JSONL"):
+        ft_client.files.create(file=("book.txt", io.BytesIO(b"Once upon a time.")), purpose="fine-tune")
     with pytest.raises(openai.APIStatusError) as raised:
         ft_client.files.create(file=("big.txt", io.BytesIO(b"x" * (2**20 + 1))), purpose="assistants")
     assert raised.value.status_code == 413 and "upload limit" in raised.value.body["message"]

@@ -69,7 +69,7 @@ def train(config: TrainingConfig, callbacks: Callbacks | None = None) -> TrainRe
     module = WeightedCausalLMLoss(model)
     trainable = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    micro_per_epoch = math.ceil(len(data.rows) / config.batch_size)
+    micro_per_epoch = _MicroBatches.per_epoch(data, config)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / config.gradient_accumulation_steps))
     total_steps = config.max_steps or max(1, math.ceil(config.epochs * steps_per_epoch))
     scheduler = _schedule(config, optimizer, total_steps)
@@ -101,10 +101,7 @@ def _loop(config, data: _Data, backend, model, tokenizer, total_steps, micro_per
         if backend.any_rank(callbacks.should_stop()):
             done = step - 1
             if done > start and done % every:  # keep what was learnt since the last checkpoint
-                path = checkpoints.save(config.checkpoint_dir, done, backend, {"step": done, "history": history},
-                                        config.keep_checkpoints)
-                callbacks.on_checkpoint(done, path, {k: v for k, v in history[-1].items()
-                                                     if k in ("loss", "valid_loss")})
+                _checkpoint(config, backend, history, callbacks)
             callbacks.on_message(f"stopped before step {step}")
             return TrainResult(step - 1, total_steps, trained_tokens, _last(history, "loss"),
                                _last(history, "valid_loss"), stopped=True, history=history)
@@ -135,9 +132,7 @@ def _loop(config, data: _Data, backend, model, tokenizer, total_steps, micro_per
         history.append(report)
         callbacks.on_step(report)
         if step % every == 0 or step == total_steps:
-            path = checkpoints.save(config.checkpoint_dir, step, backend, {"step": step, "history": history},
-                                    config.keep_checkpoints)
-            callbacks.on_checkpoint(step, path, {k: v for k, v in report.items() if k in ("loss", "valid_loss")})
+            _checkpoint(config, backend, history, callbacks)
     final_dir = _save_final(config, backend, model, tokenizer)
     merged = None
     if config.merge and backend.rank == 0:
@@ -149,6 +144,14 @@ def _loop(config, data: _Data, backend, model, tokenizer, total_steps, micro_per
                        stopped=False, final_dir=final_dir, merged_dir=merged, history=history)
 
 
+def _checkpoint(config: TrainingConfig, backend, history: list[dict[str, Any]], callbacks: Callbacks) -> None:
+    """A checkpoint after the last step in `history`, which it carries so a resumed run reports it whole."""
+    last = history[-1]
+    path = checkpoints.save(config.checkpoint_dir, last["step"], backend, {"step": last["step"], "history": history},
+                            config.keep_checkpoints)
+    callbacks.on_checkpoint(last["step"], path, {k: v for k, v in last.items() if k in ("loss", "valid_loss")})
+
+
 class _MicroBatches:
     """Micro-batch number → batch, across epochs; each epoch reshuffled by (seed, epoch)."""
 
@@ -156,9 +159,12 @@ class _MicroBatches:
         self._data, self._config, self._backend = data, config, backend
         self._epoch, self._batches = -1, []
 
+    @staticmethod
+    def per_epoch(data: _Data, config: TrainingConfig) -> int:
+        return math.ceil(len(data.rows) / config.batch_size)
+
     def batch(self, index: int) -> Batch:
-        per_epoch = math.ceil(len(self._data.rows) / self._config.batch_size)
-        epoch, position = divmod(index, per_epoch)
+        epoch, position = divmod(index, self.per_epoch(self._data, self._config))
         if epoch != self._epoch:
             batches = epoch_batches(self._data.rows, self._config.batch_size, self._config.seed, epoch)
             # Under a launcher each rank takes its own share of the epoch's batches.

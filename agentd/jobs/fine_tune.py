@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agentd.jobs.store import FAILED, QUEUED, VALIDATING, Job, JobStore
 from agentd.jobs.worker import Reporter
-from training import Callbacks, DataError, TrainingConfig, load_examples, train
+from training import Callbacks, DataError, TrainingConfig, load_examples, parse_file, train
 
 KIND = "fine_tune"
 # OpenAI's hyperparameters, then agentd's own (any TrainingConfig field, `method` lora/qlora/full).
@@ -82,6 +82,14 @@ def create_job(store: JobStore, file_store, *, model: str, base_folder: Path, tr
                                [paths["validation_file"]] if validation_file else [], hyperparameters, seed)
     return submit(store, model=model, training=training, training_file=training_file,
                   validation_file=validation_file, suffix=suffix, metadata=metadata, status=VALIDATING)
+
+
+def validate_upload(data: bytes, filename: str) -> None:
+    """A `fine-tune` upload: JSONL records only (raw text goes as `{"text": ...}` lines)."""
+    if not filename.endswith((".jsonl", ".json")) and not data.lstrip().startswith(b"{"):
+        raise ValueError("fine-tune files are JSONL (one JSON object per line); send raw text as "
+                         '{"text": ...} records')
+    parse_file(data, filename)
 
 
 def validate_files(store: JobStore, job_id: str) -> None:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
 from agentd.config import Settings
 from agentd.jobs import open_store
+from agentd.jobs.fine_tune import validate_upload
 from agentd.jobs.manager import JobManager
 from agentd.server.agents import create_agent_completion, run_routes
 from agentd.server.chat import create_chat_completion
@@ -27,17 +28,10 @@ from pipelines.registry import ModelRegistry, parse_model_spec
 from tools.builtin.jobs import JobTools
 from tools.http_server import UNAUTHORIZED, BearerGuard, bearer_ok, file_router, tool_router
 from tools.loading import build_registry
-from training.data import parse_file
 from tools.mcp_server import streamable_http
 from tools.registry import ToolRegistry
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _offer_fine_tuned(registry: ModelRegistry, job) -> None:
-    spec = fine_tuned_spec(job)
-    if spec is not None and spec.id not in registry.specs:
-        registry.add(spec)
 
 
 def _require_api_key(request: Request) -> None:
@@ -69,7 +63,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     def offer_fine_tuned_models() -> None:
         """Every succeeded fine-tune is a model, from the moment its worker records the success."""
         for job in jobs.store.list(kind="fine_tune", statuses=("succeeded",), limit=10_000):
-            _offer_fine_tuned(registry, job)
+            spec = fine_tuned_spec(job)
+            if spec is not None and spec.id not in registry.specs:
+                registry.add(spec)
 
     offer_fine_tuned_models()
     if "finetune" not in tools and tools.context.file_store is not None:
@@ -146,7 +142,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     v1.include_router(tool_router(tools), prefix="/tools")
     if tools.context.file_store is not None:
         v1.include_router(file_router(tools.context.file_store, max_upload_bytes=settings.max_upload_mb * 2**20,
-                                      validators={"fine-tune": parse_file}))
+                                      validators={"fine-tune": validate_upload}))
     app.include_router(v1)
     app.add_route("/mcp", BearerGuard(mcp_endpoint, lambda: settings.api_keys))
 
