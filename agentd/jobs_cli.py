@@ -184,7 +184,8 @@ def show(job_id: str, data_dir: DataDir = None) -> None:
         raise typer.BadParameter(str(error)) from None
     typer.echo(json.dumps({"id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
                            "params": job.params, "progress": job.progress, "result": job.result,
-                           "error": job.error, "checkpoints": [c["step"] for c in store.checkpoints(job.id)]},
+                           "error": job.error, "checkpoints": [c["step"] for c in store.checkpoints(job.id)],
+                           "artifacts": store.artifacts(job.id)},
                           indent=2))
     _print_outcome(store, job)
 

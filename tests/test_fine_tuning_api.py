@@ -118,6 +118,8 @@ def test_bad_fine_tuning_requests_get_clear_errors(ft_client):
          "unknown hyperparameter"),
         (dict(model=MODEL, training_file=data.id, hyperparameters={"method": "magic"}), "hyperparameters.method",
          "method"),
+        (dict(model=MODEL, training_file=data.id, hyperparameters={"method": "magic", "learning_rate_multiplier": 2}),
+         "hyperparameters.method", "method"),
     ]
     for arguments, param, words in cases:
         with pytest.raises(openai.BadRequestError) as raised:

@@ -129,3 +129,14 @@ def test_packed_rows_give_the_same_loss_as_separate_rows(tmp_path):
     assert packed.input_ids.shape[0] == 1 and separate.input_ids.shape[0] == 2
     assert packed.trained_tokens == separate.trained_tokens == 5
     assert torch.allclose(together, apart, atol=1e-5)
+
+
+def test_assistant_tool_calls_are_trained_as_json_and_bad_ones_named():
+    call = {"type": "function", "function": {"name": "lookup", "arguments": '{"ticket": 7}'}}
+    [example] = parse_file(jsonl({"messages": [{"role": "user", "content": "Find ticket 7"},
+                                               {"role": "assistant", "content": None, "tool_calls": [call]}]}), "t")
+    assert example.turns[-1] == Turn("assistant", '[{"name": "lookup", "arguments": {"ticket": 7}}]', trained=True)
+    broken = {"type": "function", "function": {"name": "lookup", "arguments": "{not json"}}
+    with pytest.raises(DataError, match=r"t line 1: messages\[1\].tool_calls must be"):
+        parse_file(jsonl({"messages": [{"role": "user", "content": "q"},
+                                       {"role": "assistant", "content": None, "tool_calls": [broken]}]}), "t")

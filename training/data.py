@@ -161,22 +161,20 @@ def _content_text(content: Any, tool_calls: Any, where: str) -> str:
             texts.append(part["text"])
         content = "".join(texts)
     if tool_calls:
-        calls = [{"name": call["function"]["name"], "arguments": json.loads(call["function"]["arguments"])}
-                 for call in _checked_tool_calls(tool_calls, where)]
-        content = (content or "") + json.dumps(calls, ensure_ascii=False)
+        content = (content or "") + _tool_calls_text(tool_calls, where)
     if not isinstance(content, str):
         raise _RecordError(f"{where}.content must be a string")
     return content
 
 
-def _checked_tool_calls(tool_calls: Any, where: str) -> list[dict]:
+def _tool_calls_text(tool_calls: Any, where: str) -> str:
+    """Assistant tool calls trained as the JSON list of {name, arguments} they stand for."""
     try:
-        for call in tool_calls:
-            json.loads(call["function"]["arguments"])
-            str(call["function"]["name"])
+        calls = [{"name": str(call["function"]["name"]), "arguments": json.loads(call["function"]["arguments"])}
+                 for call in tool_calls]
     except (TypeError, KeyError, json.JSONDecodeError):
         raise _RecordError(f"{where}.tool_calls must be [{{'function': {{'name', 'arguments' (JSON text)}}}}]") from None
-    return tool_calls
+    return json.dumps(calls, ensure_ascii=False)
 
 
 def _sharegpt_turns(conversations: Any, system: Any) -> list[Turn]:

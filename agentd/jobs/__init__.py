@@ -5,7 +5,7 @@ Fine-tuning is the first kind of job; evaluation uses the same machinery.
 
 from pathlib import Path
 
-from agentd.jobs.store import (ACTIVE, CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, VALIDATING, Event,
+from agentd.jobs.store import (CANCELLED, FAILED, FINISHED, QUEUED, RUNNING, SUCCEEDED, VALIDATING, Event,
                                Job, JobNotFound, JobStore)
 
 
@@ -17,5 +17,5 @@ def open_store(data_dir: Path) -> JobStore:
     return JobStore(jobs_root(data_dir) / "jobs.sqlite")
 
 
-__all__ = ["ACTIVE", "CANCELLED", "FAILED", "FINISHED", "QUEUED", "RUNNING", "SUCCEEDED", "VALIDATING", "Event",
+__all__ = ["CANCELLED", "FAILED", "FINISHED", "QUEUED", "RUNNING", "SUCCEEDED", "VALIDATING", "Event",
            "Job", "JobNotFound", "JobStore", "jobs_root", "open_store"]

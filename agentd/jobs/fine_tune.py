@@ -17,7 +17,7 @@ KIND = "fine_tune"
 # OpenAI's hyperparameters, then agentd's own (any TrainingConfig field, `method` lora/qlora/full).
 _OPENAI_KEYS = {"n_epochs": "epochs", "batch_size": "batch_size"}
 _OWN_KEYS = set(TrainingConfig.model_fields) - {"base_model", "train_files", "validation_files", "output_dir", "seed"}
-_BASE_LEARNING_RATE = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
+BASE_LEARNING_RATE = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 
 
 class FineTuneRequestError(ValueError):
@@ -47,13 +47,15 @@ def training_params(base_model_dir: Path, train_files: list[Path], validation_fi
             raise FineTuneRequestError(f"unknown hyperparameter {key!r}; known: n_epochs, batch_size, "
                                        f"learning_rate_multiplier, {', '.join(sorted(_OWN_KEYS))}",
                                        param=f"hyperparameters.{key}")
+    # An unknown method gets a placeholder rate here; TrainingConfig then refuses the method by name.
+    base_rate = BASE_LEARNING_RATE.get(fields.get("method", "lora"), BASE_LEARNING_RATE["lora"])
     if multiplier is not None:
         if not isinstance(multiplier, (int, float)) or multiplier <= 0:
             raise FineTuneRequestError("learning_rate_multiplier must be a positive number",
                                        param="hyperparameters.learning_rate_multiplier")
-        fields["learning_rate"] = fields.get("learning_rate") or _BASE_LEARNING_RATE[fields.get("method", "lora")] * multiplier
+        fields["learning_rate"] = fields.get("learning_rate") or base_rate * multiplier
     elif "learning_rate" not in fields:
-        fields["learning_rate"] = _BASE_LEARNING_RATE.get(fields.get("method", "lora"), 2e-4)
+        fields["learning_rate"] = base_rate
     try:
         config = TrainingConfig(**fields, output_dir=Path("unused"))
     except ValidationError as error:

@@ -175,9 +175,6 @@ class JobManager:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def worker_pid(self, job_id: str) -> int | None:
-        worker = self._workers.get(job_id)
-        return worker.pid if worker else None
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -18,7 +18,6 @@ from typing import Any
 
 QUEUED, VALIDATING, RUNNING = "queued", "validating_files", "running"
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-ACTIVE = (VALIDATING, QUEUED, RUNNING)
 FINISHED = (SUCCEEDED, FAILED, CANCELLED)
 
 _SCHEMA = """
@@ -148,13 +147,6 @@ class JobStore:
         rows = self._rows(f"SELECT * FROM jobs{where} ORDER BY created_at DESC, id DESC LIMIT ?", (*params, limit))
         return [self._job(row) for row in rows]
 
-    def set_status(self, job_id: str, status: str, message: str | None = None, *, level: str = "info") -> None:
-        now = time.time()
-        self._run("UPDATE jobs SET status = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END WHERE id = ?",
-                  (status, status in FINISHED, now, job_id))
-        if message:
-            self.add_event(job_id, message, level=level)
-
     def transition(self, job_id: str, old: str, new: str, message: str | None = None) -> bool:
         """old → new only if the job is still `old` (it may have been cancelled meanwhile)."""
         changed = self._run("UPDATE jobs SET status = ? WHERE id = ? AND status = ?", (new, job_id, old)).rowcount == 1
@@ -191,9 +183,6 @@ class JobStore:
 
     def set_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         self._run("UPDATE jobs SET progress = ? WHERE id = ?", (json.dumps(progress), job_id))
-
-    def set_params(self, job_id: str, params: dict[str, Any]) -> None:
-        self._run("UPDATE jobs SET params = ? WHERE id = ?", (json.dumps(params), job_id))
 
     # -- what a job leaves behind -----------------------------------------------------------
 

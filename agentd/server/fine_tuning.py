@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.jobs import FINISHED, Job, JobNotFound
-from agentd.jobs.fine_tune import KIND, FineTuneRequestError, create_job, fine_tuned_model_id, validate_files
+from agentd.jobs.fine_tune import BASE_LEARNING_RATE, KIND, FineTuneRequestError, create_job, fine_tuned_model_id, validate_files
 from agentd.server.errors import APIError
 from pipelines.registry import ModelSpec
 
@@ -154,7 +154,7 @@ def job_object(job: Job) -> dict[str, Any]:
     epochs = training["epochs"]
     hyperparameters = {"n_epochs": int(epochs) if float(epochs).is_integer() else epochs,
                        "batch_size": training["batch_size"], "learning_rate_multiplier": training["learning_rate"]
-                       / (2e-5 if training["method"] == "full" else 2e-4)}
+                       / BASE_LEARNING_RATE[training["method"]]}
     eta = job.progress.get("eta_seconds") if job.status == "running" else None
     return {
         "id": job.id, "object": "fine_tuning.job", "created_at": int(job.created_at),
