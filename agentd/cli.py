@@ -27,6 +27,8 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port to bind.")] = None,
     model: Annotated[Optional[list[str]], typer.Option(
         help="Model to serve, repeatable: `embedded`, PATH, ID=PATH or ID=URL#upstream-model.")] = None,
+    upstream_api_key: Annotated[Optional[list[str]], typer.Option(
+        help="Bearer key for an upstream model, repeatable: ID=KEY. AGENTD_UPSTREAM_API_KEYS keeps it out of `ps`.")] = None,
     api_key: Annotated[Optional[list[str]], typer.Option(help="Accepted API key, repeatable.")] = None,
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allowed CORS origin, repeatable.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where converted models and state live.")] = None,
@@ -43,7 +45,7 @@ def serve(
     from agentd.config import Settings
     from agentd.server.app import create_app
 
-    flags = {"host": host, "port": port, "models": model, "api_keys": api_key,
+    flags = {"host": host, "port": port, "models": model, "upstream_api_keys": upstream_api_key, "api_keys": api_key,
              "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "tools": tools,
              "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model}
     settings = Settings(**{k: v for k, v in flags.items() if v}, **({"builtin_tools": False} if no_builtin_tools else {}))

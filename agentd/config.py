@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from pipelines.registry import ModelSpec, parse_model_spec
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -18,6 +21,9 @@ class Settings(BaseSettings):
     port: int = 8000
     # `embedded`, a model folder (`ID=PATH`), or an OpenAI-compatible upstream (`ID=URL#model`).
     models: CommaList = Field(default_factory=lambda: ["embedded"])
+    # `ID=KEY` for an upstream model of `models` that wants a bearer key. Secret, so that the
+    # settings' repr and dumps never show it; only that upstream's client holds it in clear.
+    upstream_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     api_keys: CommaList = Field(default_factory=list)
     cors_origins: CommaList = Field(default_factory=list)
     data_dir: Path = Path.home() / ".cache" / "agentd"
@@ -36,10 +42,34 @@ class Settings(BaseSettings):
     # Fine-tuning and other jobs: how many run at once (the rest queue), and the upload limit.
     max_concurrent_jobs: int = 1
     max_upload_mb: int = 512
+    # Memory the models loaded on demand (fine-tunes, checkpoints) may take together; past it the
+    # least recently used idle one is unloaded. None: no limit.
+    on_demand_memory_mb: float | None = Field(None, gt=0)
 
-    @field_validator("models", "api_keys", "cors_origins", "tools", "remote_tools", "mcp_servers", mode="before")
+    @field_validator("models", "upstream_api_keys", "api_keys", "cors_origins", "tools", "remote_tools", "mcp_servers", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+
+def model_specs(settings: Settings) -> list[ModelSpec]:
+    """The served models, each upstream one with its key from `upstream_api_keys`.
+
+    Raises ValueError naming the model id (never the key) for an item that is not `ID=KEY` or
+    whose id is not an upstream model served here.
+    """
+    specs = [parse_model_spec(text) for text in settings.models]
+    upstream = sorted(spec.id for spec in specs if spec.kind == "upstream")
+    keys: dict[str, str] = {}
+    for number, item in enumerate(settings.upstream_api_keys, 1):
+        model_id, sep, key = item.get_secret_value().partition("=")
+        if not (sep and model_id.strip() and key.strip()):
+            # Most likely a bare key: say which item, not what it holds.
+            raise ValueError(f"upstream API key #{number} is not ID=KEY (ID: one of the upstream models {upstream})")
+        if model_id.strip() not in upstream:
+            raise ValueError(f"an upstream API key is given for {model_id.strip()!r}, which is not an upstream "
+                             f"model served here (upstream models: {upstream})")
+        keys[model_id.strip()] = key.strip()
+    return [replace(spec, api_key=keys[spec.id]) if spec.id in keys else spec for spec in specs]

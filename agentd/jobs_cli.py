@@ -6,8 +6,11 @@ uses), so they need no running server; a server started later serves the fine-tu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -25,10 +28,16 @@ def _data_dir(data_dir: Optional[Path]) -> Path:
     return data_dir or Settings().data_dir
 
 
-def _store(data_dir: Optional[Path]):
-    from agentd.jobs import open_store
+@contextlib.contextmanager
+def _service(data_dir: Optional[Path], base_folder: Optional[Path] = None) -> Iterator[Any]:
+    """The jobs service on the data folder, its store closed on the way out; it runs no loop here."""
+    from agentd.jobs.service import JobService
 
-    return open_store(_data_dir(data_dir))
+    service = JobService(_data_dir(data_dir), base_folder=(lambda _: base_folder) if base_folder else None)
+    try:
+        yield service
+    finally:
+        service.store.close()
 
 
 def _base_folder(model: str, data_dir: Path) -> Path:
@@ -61,8 +70,7 @@ def finetune(
     data_dir: DataDir = None,
 ) -> None:
     """Fine-tune a model on your data, with a progress bar; the result is a new model id."""
-    from agentd.jobs import VALIDATING
-    from agentd.jobs.fine_tune import FineTuneRequestError, submit, training_params, validate_files
+    from agentd.jobs.fine_tune import FineTuneRequestError
 
     root = _data_dir(data_dir)
     base = _base_folder(model, root)
@@ -82,32 +90,28 @@ def finetune(
         except json.JSONDecodeError:
             hyperparameters[key] = value
     model_id = model if not Path(model).is_dir() else Path(model).resolve().name
-    try:
-        training = training_params(base, [p.resolve() for p in data], [p.resolve() for p in validation or []],
-                                   hyperparameters, seed)
-    except FineTuneRequestError as error:
-        raise typer.BadParameter(str(error)) from None
-    store = _store(data_dir)
-    job = submit(store, model=model_id, training=training, training_file=str(data[0].resolve()),
-                 validation_file=str(validation[0].resolve()) if validation else None, suffix=suffix,
-                 status=VALIDATING)
-    validate_files(store, job.id)
-    job = store.get(job.id)
-    if job.status == "failed":
-        typer.secho(f"{job.id}: {job.error['message']}", fg="red", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"job {job.id} queued")
-    if detach:
-        return
-    _run_and_follow(root, job.id)
+
+    async def create(service) -> Any:
+        job = await service.create_fine_tune(model=model_id, training_file=data, validation_file=validation or None,
+                                             hyperparameters=hyperparameters, seed=seed, suffix=suffix)
+        return await service.validated(job.id)
+
+    with _service(root, base) as service:
+        try:
+            job = asyncio.run(create(service))
+        except FineTuneRequestError as error:
+            raise typer.BadParameter(str(error)) from None
+        if job.status == "failed":
+            typer.secho(f"{job.id}: {job.error['message']}", fg="red", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"job {job.id} queued")
+        if not detach:
+            _run_and_follow(service.manager, job.id)
 
 
-def _run_and_follow(root: Path, job_id: str) -> None:
+def _run_and_follow(manager, job_id: str) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from agentd.jobs.manager import JobManager
-
-    manager = JobManager(root)
     manager.launch(job_id)  # False when a server on this data folder claimed it first: then just follow
     seen = 0
     try:
@@ -164,7 +168,9 @@ def _print_outcome(store, job) -> None:
 def list_jobs(status: Annotated[Optional[str], typer.Option(help="Only this status.")] = None,
               limit: Annotated[int, typer.Option(help="How many.")] = 20, data_dir: DataDir = None) -> None:
     """Jobs, newest first."""
-    for job in _store(data_dir).list(statuses=(status,) if status else (), limit=limit):
+    with _service(data_dir) as service:
+        jobs = service.list(statuses=(status,) if status else (), limit=limit)
+    for job in jobs:
         created = datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M")
         detail = (job.result or {}).get("fine_tuned_model") or (job.error or {}).get("message", "")
         if job.status == "running" and job.progress:
@@ -177,30 +183,30 @@ def show(job_id: str, data_dir: DataDir = None) -> None:
     """One job: status, parameters, progress, result, error, and a loss summary."""
     from agentd.jobs import JobNotFound
 
-    store = _store(data_dir)
-    try:
-        job = store.get(job_id)
-    except JobNotFound as error:
-        raise typer.BadParameter(str(error)) from None
-    typer.echo(json.dumps({"id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
-                           "params": job.params, "progress": job.progress, "result": job.result,
-                           "error": job.error, "checkpoints": [c["step"] for c in store.checkpoints(job.id)],
-                           "artifacts": store.artifacts(job.id)},
-                          indent=2))
-    _print_outcome(store, job)
+    with _service(data_dir) as service:
+        store = service.store
+        try:
+            job = store.get(job_id)
+        except JobNotFound as error:
+            raise typer.BadParameter(str(error)) from None
+        typer.echo(json.dumps({"id": job.id, "kind": job.kind, "status": job.status, "attempts": job.attempts,
+                               "params": job.params, "progress": job.progress, "result": job.result,
+                               "error": job.error, "checkpoints": [c["step"] for c in store.checkpoints(job.id)],
+                               "artifacts": store.artifacts(job.id)},
+                              indent=2))
+        _print_outcome(store, job)
 
 
 @jobs_app.command()
 def cancel(job_id: str, data_dir: DataDir = None) -> None:
     """Cancel a queued or running job (a running one stops at its next step)."""
     from agentd.jobs import JobNotFound
-    from agentd.jobs.manager import JobManager
 
-    manager = JobManager(_data_dir(data_dir))
-    try:
-        job = manager.cancel(job_id)
-    except JobNotFound as error:
-        raise typer.BadParameter(str(error)) from None
+    with _service(data_dir) as service:
+        try:
+            job = service.cancel(job_id)
+        except JobNotFound as error:
+            raise typer.BadParameter(str(error)) from None
     typer.echo(f"{job.id}: {job.status}{' (cancellation requested)' if job.cancel_requested else ''}")
 
 
@@ -209,15 +215,15 @@ def logs(job_id: str, lines: Annotated[int, typer.Option(help="Last lines to sho
          data_dir: DataDir = None) -> None:
     """The worker's log (every attempt), then the job's events."""
     from agentd.jobs import JobNotFound
-    from agentd.jobs.manager import JobManager
 
-    manager = JobManager(_data_dir(data_dir))
-    try:
-        manager.store.get(job_id)
-    except JobNotFound as error:
-        raise typer.BadParameter(str(error)) from None
-    typer.echo(manager.log_tail(job_id, lines))
-    for event in manager.store.events(job_id, limit=10_000):
+    with _service(data_dir) as service:
+        try:
+            service.get(job_id)
+        except JobNotFound as error:
+            raise typer.BadParameter(str(error)) from None
+        typer.echo(service.manager.log_tail(job_id, lines))
+        events = service.store.events(job_id, limit=10_000)
+    for event in events:
         if event.type == "message":
             stamp = datetime.fromtimestamp(event.created_at).strftime("%H:%M:%S")
             typer.echo(f"{stamp} [{event.level}] {event.message}")

@@ -62,13 +62,13 @@ def call_tool(name: str,
     registry = _registry(tools, remote_tools, mcp, no_builtins, data_dir, allow_local_paths=True)
     try:
         result = asyncio.run(registry.invoke(name, arguments))
+        typer.echo(result.observation(max_chars=100_000))
+        store = registry.context.file_store
+        for artifact in result.artifacts:
+            if artifact.file_id and store is not None:
+                typer.echo(f"{artifact.kind} saved: {store.path(artifact.file_id)}")
     finally:
-        registry.close()
-    typer.echo(result.observation(max_chars=100_000))
-    store = registry.context.file_store
-    for artifact in result.artifacts:
-        if artifact.file_id and store is not None:
-            typer.echo(f"{artifact.kind} saved: {store.path(artifact.file_id)}")
+        registry.close()  # closes the file store too: read the artifacts' paths before
     if not result.ok:
         raise typer.Exit(1)
 
@@ -102,7 +102,7 @@ def serve_tools(host: Annotated[str, typer.Option(help="Interface to bind.")] = 
     """Serve the tools over HTTP (`/tools`, OpenAPI at `/docs`) and MCP (streamable HTTP at `/mcp`)."""
     import uvicorn
 
-    from tools.http_server import create_tool_app
+    from agentd.server.tools import create_tool_app
 
     registry = _registry(tools, remote_tools, mcp, no_builtins, data_dir, allow_local_paths=False)
     try:

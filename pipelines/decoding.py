@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 import torch
 
-from pipelines.engine import Constraint
+from pipelines.engine import Constraint, ConstraintError
 
 
 class TextAccumulator:
@@ -62,31 +66,24 @@ class TextAccumulator:
         return 0
 
 
-def sample_next_tokens(
-    logits: torch.Tensor,
-    temperatures: list[float],
-    top_ps: list[float],
-    generators: list[torch.Generator | None],
-) -> list[int]:
-    """One token per row; temperature 0 is greedy. Each row may have its own seeded RNG."""
-    tokens: list[int] = []
-    for row, temperature, top_p, generator in zip(
-        logits, temperatures, top_ps, generators, strict=True
-    ):
-        if temperature <= 0.0:
-            tokens.append(int(torch.argmax(row)))
-            continue
-        probs = torch.softmax(row / temperature, dim=-1)
-        if top_p < 1.0:
-            sorted_probs, order = torch.sort(probs, descending=True)
-            # Keep the smallest prefix whose mass reaches top_p (always at least one token).
-            outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p
-            sorted_probs[outside] = 0.0
-            choice = torch.multinomial(sorted_probs, 1, generator=generator)
-            tokens.append(int(order[choice]))
-        else:
-            tokens.append(int(torch.multinomial(probs, 1, generator=generator)))
-    return tokens
+def sample_next_token(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+) -> int:
+    """One row's next token; temperature 0 is greedy. A seeded row has its own RNG."""
+    if temperature <= 0.0:
+        return int(torch.argmax(logits))
+    scaled = logits / temperature
+    if torch.isinf(scaled.max()):  # so small a temperature overflows: it means greedy
+        return int(torch.argmax(logits))
+    probs = torch.softmax(scaled, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        outside = torch.cumsum(sorted_probs, dim=-1) - sorted_probs > top_p
+        sorted_probs[outside] = 0.0
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 class GrammarCompiler:
@@ -95,9 +92,14 @@ class GrammarCompiler:
     xgrammar was chosen over outlines because a matcher per sequence that yields a token
     bitmask per step fits a continuous-batching loop where rows join and leave at any step;
     outlines wraps `generate` for a whole batch.
+
+    Compiling takes milliseconds to seconds, so callers run `compile` off the event loop and
+    before a stream starts (a schema xgrammar cannot handle must be the client's 400, not a
+    broken stream); the small cache lets the stream that follows, and the n choices of one
+    request, reuse the grammar.
     """
 
-    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int]):
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: list[int], cache_size: int = 64):
         import xgrammar
 
         self._xgr = xgrammar
@@ -105,40 +107,61 @@ class GrammarCompiler:
             tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids
         )
         self.vocab_size = vocab_size
-        self._compiler = xgrammar.GrammarCompiler(info, cache_enabled=True)
+        # Our cache is bounded; xgrammar's own one is not, so it stays off.
+        self._compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
 
-    def matcher(self, constraint: Constraint) -> Any:
-        xgr = self._xgr
+    def compile(self, constraint: Constraint) -> Any:
+        """The compiled grammar; raises ConstraintError for a schema xgrammar cannot compile."""
+        key = json.dumps(dataclasses.asdict(constraint), sort_keys=True)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        try:
+            compiled = self._compile(constraint)
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise ConstraintError(_xgrammar_reason(error)) from error
+        with self._lock:
+            self._cache[key] = compiled
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return compiled
+
+    def _compile(self, constraint: Constraint) -> Any:
         if constraint.kind == "json_object":
-            compiled = self._compiler.compile_json_schema(
+            return self._compiler.compile_json_schema(
                 json.dumps({"type": "object"}), any_whitespace=False
             )
-        elif constraint.kind == "json_schema":
-            compiled = self._compiler.compile_json_schema(
+        if constraint.kind == "json_schema":
+            return self._compiler.compile_json_schema(
                 json.dumps(constraint.schema or {}), any_whitespace=False
             )
-        else:
-            from xgrammar.structural_tag import (
-                JSONSchemaFormat,
-                StructuralTag,
-                TagFormat,
-                TriggeredTagsFormat,
-            )
+        from xgrammar.structural_tag import (
+            JSONSchemaFormat,
+            StructuralTag,
+            TagFormat,
+            TriggeredTagsFormat,
+        )
 
-            tag = TagFormat(
-                begin=constraint.trigger,
-                content=JSONSchemaFormat(json_schema=constraint.schema or {}),
-                end=constraint.end,
+        tag = TagFormat(
+            begin=constraint.trigger,
+            content=JSONSchemaFormat(json_schema=constraint.schema or {}),
+            end=constraint.end,
+        )
+        structural = StructuralTag(
+            format=TriggeredTagsFormat(
+                triggers=[constraint.trigger],
+                tags=[tag],
+                stop_after_first=constraint.stop_after_first,
             )
-            structural = StructuralTag(
-                format=TriggeredTagsFormat(
-                    triggers=[constraint.trigger],
-                    tags=[tag],
-                    stop_after_first=constraint.stop_after_first,
-                )
-            )
-            compiled = self._compiler.compile_structural_tag(structural)
-        return xgr.GrammarMatcher(compiled)
+        )
+        return self._compiler.compile_structural_tag(structural)
+
+    def matcher(self, compiled: Any) -> Any:
+        return self._xgr.GrammarMatcher(compiled)
 
     def allocate_bitmask(self, rows: int) -> torch.Tensor:
         return self._xgr.allocate_token_bitmask(rows, self.vocab_size)
@@ -147,3 +170,9 @@ class GrammarCompiler:
         self._xgr.apply_token_bitmask_inplace(
             logits, bitmask, vocab_size=self.vocab_size, indices=rows
         )
+
+
+def _xgrammar_reason(error: Exception) -> str:
+    """xgrammar's message without its log prefix ("[05:35:05] /project/cpp/x.cc:83: ")."""
+    reason = re.sub(r"^\[[\d:]+\] \S+:\d+: ", "", str(error).strip())
+    return f"the JSON schema cannot be enforced: {reason}"

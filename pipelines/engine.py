@@ -67,6 +67,14 @@ class EngineError(Exception):
         self.param = param
 
 
+class ConstraintError(EngineError):
+    """A constraint the engine cannot enforce (a JSON schema its grammar compiler rejects).
+    The caller knows which request field the constraint came from and names it."""
+
+    def __init__(self, message: str):
+        super().__init__(message, status=400)
+
+
 class ContextLengthExceeded(EngineError):
     def __init__(self, limit: int, prompt_tokens: int, max_tokens: int):
         super().__init__(
@@ -94,8 +102,10 @@ class TextEngine(abc.ABC):
 
     @abc.abstractmethod
     async def validate(self, request: GenerationRequest) -> int | None:
-        """Check the request fits (raising EngineError before any stream starts) and return
-        the tokens its prompt takes, or None where only the backend knows."""
+        """Check the request fits and its constraint can be enforced (raising EngineError,
+        ConstraintError for the constraint, before any stream starts) and return the tokens
+        its prompt takes, or None where only the backend knows. Slow checks (compiling a
+        grammar) run off the event loop, and what they build is kept for `stream`."""
 
     @abc.abstractmethod
     def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:

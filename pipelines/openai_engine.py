@@ -1,19 +1,33 @@
 """An engine backed by any OpenAI-compatible upstream (vLLM, LMDeploy, Ollama, a hosted API).
 
-Chat requests go to the upstream's /chat/completions, raw prompts to /completions; a JSON
-constraint becomes `response_format` (the upstream enforces it where it can). Tool-call
-text comes back as text and is parsed by the same code as for local models.
+Chat requests go to the upstream's /chat/completions, raw prompts to /completions, through
+the official `openai` SDK; a JSON constraint becomes `response_format` (the upstream enforces
+it where it can). Tool-call text comes back as text and is parsed by the same code as for
+local models. The engine's `client` is also what agents thinking with this model use, so one
+connection pool (and one key) serves both, and closing the engine closes it.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import openai
 
 from pipelines.engine import EngineError, EngineInfo, GenerationRequest, TextDelta, TextEngine
+
+
+def upstream_error(error: openai.APIError, url: str) -> EngineError:
+    """The upstream's own 4xx stays the caller's fault; its 5xx or silence is a bad gateway."""
+    if isinstance(error, openai.APIStatusError):
+        body = error.body if isinstance(error.body, dict) else {}
+        detail = body.get("message") or error.message
+        status = error.status_code if error.status_code < 500 else 502
+        return EngineError(f"the upstream {url} answered {error.status_code}: {detail}", status=status,
+                           param=error.param if status < 500 else None)
+    if isinstance(error, openai.APIConnectionError):
+        return EngineError(f"the upstream {url} is unreachable: {error.__cause__ or error.message}", status=502)
+    return EngineError(f"the upstream {url} failed: {error.message}", status=502)  # an error event mid-stream
 
 
 class OpenAIUpstreamEngine(TextEngine):
@@ -30,82 +44,68 @@ class OpenAIUpstreamEngine(TextEngine):
         self.info = EngineInfo(
             id=model_id, context_length=context_length, owned_by="upstream", meta={"url": base_url}
         )
-        self._model = upstream_model or model_id
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.upstream_model = upstream_model or model_id
+        # The SDK insists on a key; keyless servers (vLLM, Ollama) ignore the placeholder.
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout,
+                                         max_retries=1)
         self._active = 0
 
     async def validate(self, request: GenerationRequest) -> int | None:
         return None  # only the upstream knows its tokenizer; it answers 400 itself
 
-    def _body(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
+    def _options(self, request: GenerationRequest) -> dict[str, Any]:
         p = request.params
-        body: dict[str, Any] = {
-            "model": self._model,
+        options: dict[str, Any] = {
+            "model": self.upstream_model,
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": p.temperature,
             "top_p": p.top_p,
         }
         if p.max_tokens is not None:
-            body["max_tokens"] = p.max_tokens
+            options["max_tokens"] = p.max_tokens
         if p.seed is not None:
-            body["seed"] = p.seed
+            options["seed"] = p.seed
         if p.stop:
-            body["stop"] = list(p.stop)
+            options["stop"] = list(p.stop)
         c = request.constraint
         if c is not None and c.kind == "json_object":
-            body["response_format"] = {"type": "json_object"}
+            options["response_format"] = {"type": "json_object"}
         elif c is not None and c.kind == "json_schema":
-            body["response_format"] = {
+            options["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": c.schema or {}, "strict": True},
             }
-        if request.messages is not None:
-            body["messages"] = list(request.messages)
-            return "/chat/completions", body
-        body["prompt"] = request.prompt or ""
-        return "/completions", body
+        return options
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
-        path, body = self._body(request)
+        options = self._options(request)
         finish: str | None = None
-        usage: dict[str, int] = {}
+        usage = None
         self._active += 1
         try:
-            async with self._client.stream("POST", path, json=body) as response:
-                if response.status_code >= 400:
-                    detail = (await response.aread()).decode(errors="replace")
-                    raise EngineError(
-                        f"upstream answered {response.status_code}: {detail[:500]}",
-                        status=response.status_code if response.status_code < 500 else 502,
-                    )
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        raise EngineError(f"upstream error: {chunk['error']}", status=502)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices", []):
-                        text = choice.get("text")
-                        if text is None:
-                            text = (choice.get("delta") or {}).get("content") or ""
-                        finish = choice.get("finish_reason") or finish
+            chat = request.messages is not None
+            if chat:
+                chunks = await self.client.chat.completions.create(messages=list(request.messages), **options)
+            else:
+                chunks = await self.client.completions.create(prompt=request.prompt or "", **options)
+            async with chunks:
+                async for chunk in chunks:
+                    usage = chunk.usage or usage
+                    for choice in chunk.choices:
+                        text = choice.delta.content if chat else choice.text
+                        finish = choice.finish_reason or finish
                         if text:
                             yield TextDelta(text=text)
-        except httpx.HTTPError as error:
-            raise EngineError(f"upstream {self.info.meta['url']} failed: {error}", status=502) from error
+        except openai.APIError as error:
+            raise upstream_error(error, self.info.meta["url"]) from error
         finally:
             self._active -= 1
         yield TextDelta(
             text="",
             finish_reason="length" if finish == "length" else "stop",
-            prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0),
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
         )
 
     @property
@@ -113,4 +113,4 @@ class OpenAIUpstreamEngine(TextEngine):
         return self._active
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.client.close()

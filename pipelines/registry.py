@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +22,7 @@ class ModelSpec:
     kind: Literal["embedded", "local", "upstream"]
     location: str = ""  # a folder for local models, a base URL for upstream ones
     upstream_model: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # a bearer key: kept out of logs and reprs
     adapter: str | None = None  # a PEFT adapter folder merged into `location` when loading
 
 
@@ -40,15 +42,25 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 
 class ModelRegistry:
-    """Engines by model id. Loading happens off the event loop; `ready` says when all are up."""
+    """Engines by model id. Loading happens off the event loop; `ready` says when all are up.
 
-    def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "auto"):
+    Models added while serving (fine-tunes, their checkpoints) load on first use and do not hold
+    up `ready`. `resolve(model_id)`, when set, names the model behind an id not offered yet (it
+    may be slow: it runs in a thread). Under `on_demand_memory_mb`, loading one more on-demand
+    model first closes the least recently used idle ones.
+    """
+
+    def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "auto",
+                 on_demand_memory_mb: float | None = None):
         self.specs = {spec.id: spec for spec in specs}
         self.engines: dict[str, TextEngine] = {}
         self.failures: dict[str, str] = {}
-        # Models added while serving (fine-tunes) load on first use; they do not hold up `ready`.
         self.on_demand: set[str] = set()
+        self.resolve: Callable[[str], ModelSpec | None] | None = None
+        self.on_demand_memory_mb = on_demand_memory_mb
         self._loading: dict[str, asyncio.Task] = {}
+        self._last_used: dict[str, float] = {}
+        self._sizes: dict[str, int] = {}
         self._data_dir = data_dir
         self._dtype = dtype
 
@@ -59,27 +71,73 @@ class ModelRegistry:
 
     def add(self, spec: ModelSpec) -> None:
         """Offer one more model; it loads on its first request (see `ensure`)."""
+        if self.specs.get(spec.id) == spec:
+            return
         self.specs[spec.id] = spec
         self.on_demand.add(spec.id)
         self.failures.pop(spec.id, None)
 
     async def ensure(self, model_id: str) -> None:
-        """Load an on-demand model now if it is not loaded; concurrent callers share one load."""
-        if model_id not in self.on_demand or model_id in self.engines or model_id in self.failures:
-            return
-        task = self._loading.get(model_id)
-        if task is None:
-            task = self._loading[model_id] = asyncio.create_task(self._load_recorded(self.specs[model_id]))
-        await asyncio.shield(task)
+        """Load an on-demand model now if it is not loaded; concurrent callers share one load.
 
-    async def _load_recorded(self, spec: ModelSpec) -> None:
+        An id not offered yet is first looked up with `resolve`; one that stays unknown is left
+        for the caller to refuse.
+        """
+        if model_id in self.specs and model_id not in self.on_demand:
+            return
+        if model_id not in self.engines and model_id not in self.failures and (
+                model_id in self.specs or self.resolve is not None):
+            task = self._loading.get(model_id)
+            if task is None:
+                task = self._loading[model_id] = asyncio.create_task(self._load_on_demand(model_id))
+            await asyncio.shield(task)
+        if model_id in self.engines:
+            self._last_used[model_id] = time.monotonic()
+
+    async def _load_on_demand(self, model_id: str) -> None:
         try:
-            self.engines[spec.id] = await asyncio.to_thread(self._load, spec)
+            spec = self.specs.get(model_id)
+            if spec is None:
+                spec = await asyncio.to_thread(self.resolve, model_id)
+                if spec is None:
+                    return
+                self.add(spec)
+            await self._make_room(_weights_bytes(self._folder_of(spec)), keep=model_id)
+            engine = await asyncio.to_thread(self._load, spec)
+            self.engines[model_id], self._sizes[model_id] = engine, _engine_bytes(engine)
+            await self._make_room(0, keep=model_id)
         except Exception as error:  # noqa: BLE001 - recorded and reported by /health and the 503
-            log.exception("loading %s failed", spec.id)
-            self.failures[spec.id] = str(error)
+            log.exception("loading %s failed", model_id)
+            self.on_demand.add(model_id)
+            self.failures[model_id] = str(error)
         finally:
-            self._loading.pop(spec.id, None)
+            self._loading.pop(model_id, None)
+
+    async def _make_room(self, needed: int, keep: str) -> None:
+        """Close least recently used idle on-demand engines until `needed` more bytes fit the budget."""
+        if self.on_demand_memory_mb is None:
+            return
+        budget = self.on_demand_memory_mb * 2**20
+        loaded = [model_id for model_id in self.engines if model_id in self.on_demand]
+        used = sum(self._sizes.get(model_id, 0) for model_id in loaded)
+        idle = sorted((model_id for model_id in loaded
+                       if model_id != keep and self.engines[model_id].active_sequences == 0),
+                      key=lambda model_id: self._last_used.get(model_id, 0.0))
+        for model_id in idle:
+            if used + needed <= budget:
+                return
+            engine = self.engines.pop(model_id)
+            used -= self._sizes.pop(model_id, 0)
+            log.info("unloading %s to stay under the on-demand memory budget", model_id)
+            await engine.close()
+        if used + needed > budget:
+            log.warning("on-demand models need %d MiB, over the budget of %g MiB: the others are busy",
+                        (used + needed) // 2**20, self.on_demand_memory_mb)
+
+    def _folder_of(self, spec: ModelSpec) -> Path | None:
+        if spec.kind == "upstream":
+            return None
+        return embedded_model_folder(self._data_dir) if spec.kind == "embedded" else Path(spec.location)
 
     def folder(self, model_id: str) -> Path:
         """The weights folder of a local model, for training on it."""
@@ -91,7 +149,7 @@ class ModelRegistry:
             raise ValueError(f"{model_id} is served by an upstream API; only local models can be fine-tuned")
         if spec.adapter:
             raise ValueError(f"{model_id} is a base model plus an adapter; fine-tune its merged export instead")
-        return embedded_model_folder(self._data_dir) if spec.kind == "embedded" else Path(spec.location)
+        return self._folder_of(spec)
 
     async def load_all(self) -> None:
         for spec in self.specs.values():
@@ -110,11 +168,25 @@ class ModelRegistry:
             )
         from pipelines.transformers_engine import TransformersEngine
 
-        folder = embedded_model_folder(self._data_dir) if spec.kind == "embedded" else spec.location
-        return TransformersEngine(spec.id, folder, dtype=self._dtype, adapter=spec.adapter)
+        return TransformersEngine(spec.id, self._folder_of(spec), dtype=self._dtype, adapter=spec.adapter)
 
     async def close(self) -> None:
         for task in list(self._loading.values()):
             task.cancel()
         for engine in self.engines.values():
             await engine.close()
+
+
+def _weights_bytes(folder: Path | None) -> int:
+    """What a model's weights take on disk: the guess for its memory before it is loaded."""
+    if folder is None or not folder.is_dir():
+        return 0
+    return sum(path.stat().st_size for pattern in ("*.safetensors", "*.bin") for path in folder.glob(pattern))
+
+
+def _engine_bytes(engine: TextEngine) -> int:
+    """The bytes of a local engine's parameters; 0 for one whose weights live elsewhere (upstream)."""
+    model = getattr(engine, "model", None)
+    if model is None or not hasattr(model, "parameters"):
+        return 0
+    return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())

@@ -5,6 +5,11 @@ is prefilled, then their KV cache is left-padded and concatenated to the batch's
 it the step they finish or are cancelled, so a new request waits for one prefill, never for
 another request to end. Left padding keeps every row's newest token in the last column, so a
 decode step is one forward pass for the whole batch.
+
+A failure stays with the request that caused it: sampling, grammar and detokenising errors
+fail only their row; a failed prefill of joining rows leaves the running batch alone and is
+retried row by row to find the culprit; a failed batch step is retried by prefilling the
+survivors again from their prompt and the tokens they have so far.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 
 import torch
 
-from pipelines.decoding import GrammarCompiler, TextAccumulator, sample_next_tokens
+from pipelines.decoding import GrammarCompiler, TextAccumulator, sample_next_token
 from pipelines.engine import (
     ContextLengthExceeded,
     EngineError,
@@ -43,12 +48,22 @@ class _Sequence:
     outbox: asyncio.Queue
     generator: torch.Generator | None = None
     matcher: Any = None
+    generated: list[int] = field(default_factory=list)  # what a re-prefill must replay
     completion_tokens: int = 0
     finished: bool = False
     cancelled: bool = False
 
+    @property
+    def done(self) -> bool:
+        return self.finished or self.cancelled
+
     def send(self, item: TextDelta | Exception) -> None:
         self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+
+    def fail(self, error: Exception) -> None:
+        log.error("generation failed for one request", exc_info=error)
+        self.finished = True
+        self.send(EngineError(f"generation failed: {error}", status=500))
 
     def finish(self, reason: str, text: str = "") -> None:
         self.finished = True
@@ -163,6 +178,8 @@ class TransformersEngine(TextEngine):
     async def validate(self, request: GenerationRequest) -> int:
         prompt_tokens = len(self._prompt_ids(request))
         self._budget(request, prompt_tokens)
+        if request.constraint is not None:
+            await asyncio.to_thread(self._grammars.compile, request.constraint)  # cached for stream
         return prompt_tokens
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
@@ -171,6 +188,10 @@ class TransformersEngine(TextEngine):
         generator = None
         if params.seed is not None and params.temperature > 0:
             generator = torch.Generator().manual_seed(params.seed)
+        matcher = None
+        if request.constraint is not None:
+            compiled = await asyncio.to_thread(self._grammars.compile, request.constraint)
+            matcher = self._grammars.matcher(compiled)
         seq = _Sequence(
             request=request,
             prompt_ids=prompt_ids,
@@ -179,7 +200,7 @@ class TransformersEngine(TextEngine):
             loop=asyncio.get_running_loop(),
             outbox=asyncio.Queue(),
             generator=generator,
-            matcher=self._grammars.matcher(request.constraint) if request.constraint else None,
+            matcher=matcher,
         )
         self._pending.put(seq)
         try:
@@ -212,18 +233,31 @@ class TransformersEngine(TextEngine):
                 joining = self._take_pending(block=batch is None)
                 try:
                     if joining:
-                        batch = self._merge(batch, self._prefill(joining))
+                        batch = self._merge(batch, self._start(joining))
                     elif batch is not None:
                         self._decode(batch)
-                except Exception as error:  # noqa: BLE001 - any failure ends only its batch
-                    log.exception("generation failed")
-                    for seq in (batch.sequences if batch else []) + joining:
-                        if not seq.finished:
-                            seq.finished = True
-                            seq.send(EngineError(f"generation failed: {error}", status=500))
-                    batch = None
-                batch = self._without_finished(batch)
+                    batch = self._without_finished(batch)
+                except Exception:  # noqa: BLE001 - the cache may be half-updated: rebuild it
+                    log.exception("generation step failed; prefilling its sequences again")
+                    rows = (batch.sequences if batch else []) + joining
+                    live = [s for s in dict.fromkeys(rows) if not s.done]
+                    batch = self._without_finished(self._start(live)) if live else None
                 self._active = len(batch.sequences) if batch else 0
+
+    def _start(self, sequences: list[_Sequence]) -> _Batch | None:
+        """Prefill sequences as one batch or, when that fails, one at a time, so that only a
+        sequence that fails on its own is failed. Never raises."""
+        try:
+            return self._prefill(sequences)
+        except Exception as error:  # noqa: BLE001 - narrowed down below
+            if len(sequences) == 1:
+                sequences[0].fail(error)
+                return None
+            log.warning("prefill of %d sequences failed (%s); retrying one at a time", len(sequences), error)
+        batch = None
+        for seq in sequences:
+            batch = self._merge(batch, self._start([seq]))
+        return batch
 
     def _take_pending(self, block: bool) -> list[_Sequence]:
         taken: list[_Sequence] = []
@@ -242,12 +276,14 @@ class TransformersEngine(TextEngine):
     def _prefill(self, sequences: list[_Sequence]) -> _Batch:
         from transformers import DynamicCache
 
-        width = max(len(s.prompt_ids) for s in sequences)
+        # A sequence prefilled again after a failed step replays what it generated so far.
+        contexts = [s.prompt_ids + s.generated for s in sequences]
+        width = max(len(ids) for ids in contexts)
         input_ids = torch.full((len(sequences), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            input_ids[row, width - len(seq.prompt_ids) :] = torch.tensor(seq.prompt_ids)
-            mask[row, width - len(seq.prompt_ids) :] = 1
+        for row, ids in enumerate(contexts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
         cache = DynamicCache(config=self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
@@ -276,35 +312,42 @@ class TransformersEngine(TextEngine):
         self._advance(batch, out.logits[:, -1, :])
 
     def _advance(self, batch: _Batch, logits: torch.Tensor) -> None:
-        """Pick each row's next token and deliver what it adds to the text."""
+        """Pick each row's next token and deliver what it adds to the text. A row whose grammar,
+        sampling or detokenising fails is failed alone; the batch goes on."""
         logits = logits.float()
-        constrained = [i for i, s in enumerate(batch.sequences) if s.matcher is not None]
-        if constrained:
-            bitmask = self._grammars.allocate_bitmask(len(batch.sequences))
-            for row in constrained:
-                batch.sequences[row].matcher.fill_next_token_bitmask(bitmask, row)
-            self._grammars.apply_bitmask(logits, bitmask, constrained)
         seqs = batch.sequences
-        tokens = sample_next_tokens(
-            logits,
-            [s.request.params.temperature for s in seqs],
-            [s.request.params.top_p for s in seqs],
-            [s.generator for s in seqs],
-        )
+        constrained = []
+        if any(s.matcher is not None for s in seqs):
+            bitmask = self._grammars.allocate_bitmask(len(seqs))
+            for row, seq in enumerate(seqs):
+                if seq.matcher is not None and not seq.done:
+                    try:
+                        seq.matcher.fill_next_token_bitmask(bitmask, row)
+                        constrained.append(row)
+                    except Exception as error:  # noqa: BLE001 - this row's failure only
+                        seq.fail(error)
+            if constrained:
+                self._grammars.apply_bitmask(logits, bitmask, constrained)
+        tokens = [self._pad_id] * len(seqs)  # a row that is done feeds padding until it leaves
+        for row, seq in enumerate(seqs):
+            if seq.done:
+                continue
+            params = seq.request.params
+            try:
+                tokens[row] = sample_next_token(logits[row], params.temperature, params.top_p, seq.generator)
+                self._accept(seq, tokens[row])
+            except Exception as error:  # noqa: BLE001 - this row's failure only
+                seq.fail(error)
         batch.last_tokens = torch.tensor(tokens, dtype=torch.long).unsqueeze(1)
-        for seq, token in zip(seqs, tokens, strict=True):
-            if seq.cancelled:
-                seq.finished = True
-            elif not seq.finished:
-                self._accept(seq, token)
 
     def _accept(self, seq: _Sequence, token: int) -> None:
+        if seq.matcher is not None and not seq.matcher.accept_token(token):
+            raise RuntimeError(f"the grammar refused token {token}")
         seq.completion_tokens += 1
-        if seq.matcher is not None:
-            seq.matcher.accept_token(token)
         if token in self._eos_ids:
             seq.finish("stop", seq.accumulator.flush())
             return
+        seq.generated.append(token)
         text, hit_stop = seq.accumulator.push(token)
         if hit_stop or (seq.matcher is not None and seq.matcher.is_terminated()):
             seq.finish("stop", text + ("" if hit_stop else seq.accumulator.flush()))
@@ -313,9 +356,9 @@ class TransformersEngine(TextEngine):
         elif text:
             seq.send(TextDelta(text=text))
 
-    def _merge(self, running: _Batch | None, joining: _Batch) -> _Batch:
-        if running is None:
-            return joining
+    def _merge(self, running: _Batch | None, joining: _Batch | None) -> _Batch | None:
+        if running is None or joining is None:
+            return running or joining
         width = max(running.attention_mask.shape[1], joining.attention_mask.shape[1])
         for mine, theirs in zip(running.cache.layers, joining.cache.layers, strict=True):
             mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
@@ -332,7 +375,7 @@ class TransformersEngine(TextEngine):
     def _without_finished(self, batch: _Batch | None) -> _Batch | None:
         if batch is None:
             return None
-        keep = [i for i, s in enumerate(batch.sequences) if not (s.finished or s.cancelled)]
+        keep = [i for i, s in enumerate(batch.sequences) if not s.done]
         if not keep:
             return None
         if len(keep) < len(batch.sequences):

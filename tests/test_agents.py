@@ -7,9 +7,11 @@ import threading
 
 import pytest
 
-from agentd.agents.runtime import AgentLimits, AgentRuntime, RunOutcome
+from agentd.agents.runtime import AgentLimits, AgentRuntime
 from agentd.agents.steps import (ApprovalRequired, FinalAnswer, NodeDone, NodeStarted, Observation, Plan, Retry,
                                  RunFailed, ToolCallStep)
+from pipelines.engine import EngineError
+from pipelines.registry import ModelRegistry, ModelSpec
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
 from tools import FileStore, ToolRegistry, tool
 from tools.builtin.calculator import calculator
@@ -56,26 +58,37 @@ async def wait_forever(seconds: float) -> str:
     return "done"
 
 
+@tool(long_running=True, timeout=30)
+async def slow_job(seconds: float) -> str:
+    """Wait for a job, as the finetune tool does.
+
+    Args:
+        seconds: how long the job takes.
+    """
+    await asyncio.sleep(seconds)
+    return f"finished after {seconds:g} s"
+
+
 @pytest.fixture()
 def tools(tmp_path) -> ToolRegistry:
     knowledge = KnowledgeBase(tmp_path / "kb.sqlite")
     knowledge.ingest("handbook.md", b"# Handbook\n\n## Backups\n\nBackups run nightly at 02:00 to the NAS.\n\n"
                                     b"## Holidays\n\nStaff get 25 days of holiday a year.")
-    return ToolRegistry([calculator, delete_ticket, meet, wait_forever, KnowledgeTools(knowledge)],
+    return ToolRegistry([calculator, delete_ticket, meet, wait_forever, slow_job, KnowledgeTools(knowledge)],
                         file_store=FileStore(tmp_path / "files"))
 
 
 async def open_runtime(tools, tmp_path, **limits) -> AgentRuntime:
-    runtime = AgentRuntime(tools, tmp_path / "state", AgentLimits(**limits))
+    runtime = AgentRuntime(tools, tmp_path / "state", limits=AgentLimits(**limits))
     await runtime.open()
     return runtime
 
 
 async def run(runtime, agent, text, llm, thread_id=None):
-    outcome = RunOutcome(run_id=f"run-{len(text)}-{id(llm)}", thread_id="")
-    steps = [step async for step in runtime.run(agent, [{"role": "user", "content": text}], llm,
-                                                thread_id=thread_id, outcome=outcome)]
-    return steps, outcome
+    """The steps of one run, and the run as the runtime recorded it."""
+    agent_run = await runtime.start(agent, [{"role": "user", "content": text}], thread_id=thread_id, llm=llm)
+    steps = [step async for step in agent_run]
+    return steps, agent_run
 
 
 def kinds(steps):
@@ -90,10 +103,13 @@ async def test_react_calls_a_tool_then_answers(tools, tmp_path):
     assert kinds(steps) == ["Thought", "ToolCallStep", "Observation", "Thought", "FinalAnswer"]
     assert steps[2].content == "56" and outcome.answer == "56" and outcome.status == "completed"
     # The observation reached the model as a tool message.
-    assert llm.seen[1][1][-1] == {"role": "tool", "tool_call_id": steps[1].call_id, "name": "calculator",
+    assert llm.seen[1][1][-1] == {"role": "tool", "tool_call_id": steps[1].call.id, "name": "calculator",
                                   "content": "56"}
-    stored = runtime.runs.get(outcome.run_id)
+    stored = runtime.runs.get(outcome.id)
     assert stored["status"] == "completed" and [s["type"] for s in stored["steps"]][-1] == "final_answer"
+    # Clients read a tool call step with the call's fields at its top level.
+    assert stored["steps"][1] == {"type": "tool_call", "node": "", "call_id": steps[1].call.id,
+                                  "name": "calculator", "arguments": {"expression": "7 * 8"}}
     await runtime.close()
 
 
@@ -147,7 +163,7 @@ async def test_rewoo_plans_once_runs_waves_and_solves(tools, tmp_path):
     steps, outcome = await run(runtime, "agentd-rewoo", "multiply three and four", llm)
     assert isinstance(steps[0], Plan) and "#E3 = calculator" in steps[0].text()
     calls_made = [s for s in steps if isinstance(s, ToolCallStep)]
-    assert calls_made[2].arguments == {"expression": "3 * 4"}  # the references were filled in
+    assert calls_made[2].call.arguments == {"expression": "3 * 4"}  # the references were filled in
     assert [s.content for s in steps if isinstance(s, Observation)] == ["3", "4", "12"]
     assert "#E3 = calculator" in llm.seen[-1][1][-1]["content"] and "Result: 12" in llm.seen[-1][1][-1]["content"]
     assert outcome.answer == "The product is 12."
@@ -205,7 +221,9 @@ async def test_approval_pauses_and_resumes_after_a_restart(tools, tmp_path):
     runtime = await open_runtime(tools, tmp_path)
     llm = ScriptedChatModel(acts=[calls(("delete_ticket", {"ticket_id": 7}))])
     steps, outcome = await run(runtime, "agentd-react", "delete ticket 7", llm, thread_id="t-approve")
-    assert isinstance(steps[-1], ApprovalRequired) and steps[-1].calls[0]["arguments"] == {"ticket_id": 7}
+    assert isinstance(steps[-1], ApprovalRequired) and steps[-1].calls[0].arguments == {"ticket_id": 7}
+    assert steps[-1].to_dict()["calls"] == [{"id": steps[-1].calls[0].id, "name": "delete_ticket",
+                                             "arguments": {"ticket_id": 7}}]
     assert outcome.status == "requires_approval" and DELETED == []
     await runtime.close()
 
@@ -241,17 +259,68 @@ async def test_time_limit_and_cancellation_stop_the_run(tools, tmp_path):
     llm = ScriptedChatModel(acts=[calls(("wait_forever", {"seconds": 20}))])
     steps, outcome = await run(runtime, "agentd-react", "wait", llm)
     assert isinstance(steps[-1], RunFailed) and "0.5 s limit" in steps[-1].message and outcome.status == "failed"
+    # The message says what the limit stopped, and that long-running tools are not held to it.
+    assert "while running wait_forever" in steps[-1].message and "long-running tools such as slow_job" in steps[-1].message
     await runtime.close()
 
     runtime = await open_runtime(tools, tmp_path)
     llm = ScriptedChatModel(acts=[calls(("wait_forever", {"seconds": 20}))])
-    outcome = RunOutcome(run_id="run-cancelled", thread_id="")
-    stream = runtime.run("agentd-react", [{"role": "user", "content": "wait"}], llm, outcome=outcome)
-    async for step in stream:
+    agent_run = await runtime.start("agentd-react", [{"role": "user", "content": "wait"}], llm=llm)
+    async for step in agent_run:
         if isinstance(step, ToolCallStep):
             break
-    await stream.aclose()
-    assert outcome.status == "cancelled" and runtime.runs.get("run-cancelled")["status"] == "cancelled"
+    await agent_run.aclose()
+    assert agent_run.status == "cancelled" and runtime.runs.get(agent_run.id)["status"] == "cancelled"
+    await runtime.close()
+
+
+async def test_a_long_running_tool_is_not_cut_off_by_the_run_time_limit(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path, time_limit_s=0.5)
+    llm = ScriptedChatModel(acts=[calls(("slow_job", {"seconds": 1.5})), answer("The job finished.")])
+    steps, outcome = await run(runtime, "agentd-react", "run the slow job", llm)
+    assert outcome.status == "completed" and outcome.answer == "The job finished."
+    assert next(s for s in steps if isinstance(s, Observation)).content == "finished after 1.5 s"
+    # The deadline resumes after the long-running tool: time outside it still counts.
+    llm = ScriptedChatModel(acts=[calls(("slow_job", {"seconds": 1.0})), calls(("wait_forever", {"seconds": 20}))])
+    steps, outcome = await run(runtime, "agentd-react", "run both", llm)
+    assert outcome.status == "failed" and "while running wait_forever" in steps[-1].message
+    assert [s.content for s in steps if isinstance(s, Observation)] == ["finished after 1 s"]
+    await runtime.close()
+
+
+async def test_each_agent_type_keeps_its_own_threads(tools, tmp_path):
+    DELETED.clear()
+    runtime = await open_runtime(tools, tmp_path)
+    waiting = ScriptedChatModel(acts=[calls(("delete_ticket", {"ticket_id": 9}))])
+    steps, _ = await run(runtime, "agentd-react", "delete ticket 9", waiting, thread_id="t-shared")
+    assert isinstance(steps[-1], ApprovalRequired)
+    # The same thread id with another agent is another thread: no approval pending, no state carried over.
+    plan = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "2 + 2"}}]}
+    rewoo = ScriptedChatModel(structured=[plan], chats=["4"])
+    steps, outcome = await run(runtime, "agentd-rewoo", "approve", rewoo, thread_id="t-shared")
+    assert kinds(steps) == ["Plan", "ToolCallStep", "Observation", "FinalAnswer"] and outcome.answer == "4"
+    assert DELETED == []
+    planner = ScriptedChatModel(structured=[{"sub_questions": [{"question": "sum?", "depends_on": []}]}],
+                                acts=[answer("4")], chats=["Four."])
+    await run(runtime, "agentd-planner", "What was the sum?", planner, thread_id="t-shared")
+    assert [m["content"] for m in planner.seen[0][1][1:]] == ["What was the sum?"]  # no ReWOO turns
+    # …and the ReAct thread still waits for its approval.
+    steps, _ = await run(runtime, "agentd-react", "what?", ScriptedChatModel(), thread_id="t-shared")
+    assert kinds(steps) == ["ApprovalRequired"]
+    await runtime.close()
+
+
+async def test_the_runtime_refuses_a_model_that_is_not_ready(tools, tmp_path):
+    models = ModelRegistry([ModelSpec(id="brain", kind="local", location=str(tmp_path))], tmp_path)
+    runtime = AgentRuntime(tools, tmp_path / "state", models, "brain")
+    await runtime.open()
+    with pytest.raises(EngineError, match="brain is still loading") as loading:
+        await runtime.start("agentd-react", [{"role": "user", "content": "hi"}])
+    models.failures["brain"] = "no weights"
+    with pytest.raises(EngineError, match="brain failed to load: no weights") as failed:
+        await runtime.start("agentd-react", [{"role": "user", "content": "hi"}])
+    assert loading.value.status == failed.value.status == 503
+    assert runtime.runs.list() == []  # nothing ran
     await runtime.close()
 
 

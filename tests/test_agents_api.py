@@ -6,12 +6,14 @@ import json
 import time
 
 import httpx
+import openai
 import pytest
 from PIL import Image as PILImage
 
 from agentd.config import Settings
 from agentd.server.app import create_app
-from tests.conftest import RunningServer
+from pipelines.registry import ModelRegistry, ModelSpec
+from tests.conftest import DATA_DIR, MODEL, RunningServer
 from tools import File, Image
 
 HANDBOOK = "# Handbook\n\n## Backups\n\nBackups run every night at 02:00 and are kept for 30 days.\n"
@@ -98,3 +100,17 @@ def test_agent_requests_that_make_no_sense_are_refused(agent_server):
     assert ends_with_assistant.status_code == 400 and ends_with_assistant.json()["error"]["param"] == "messages"
     missing = httpx.get(f"{agent_server.url}/v1/runs/run-nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "run_not_found"
+
+
+def test_an_agent_whose_model_is_still_loading_answers_503(tmp_path):
+    loading = ModelRegistry([ModelSpec(id=MODEL, kind="embedded")], DATA_DIR)  # never loaded
+    running = RunningServer(create_app(Settings(data_dir=tmp_path), loading))
+    try:
+        for stream in (False, True):
+            with pytest.raises(openai.APIStatusError) as refused:
+                running.client().chat.completions.create(
+                    model="agentd-react", stream=stream, messages=[{"role": "user", "content": "What is 2 + 2?"}])
+            assert refused.value.status_code == 503  # before any chunk: a clear error, not a broken stream
+            assert refused.value.body["type"] == "service_unavailable" and "still loading" in refused.value.body["message"]
+    finally:
+        running.stop()

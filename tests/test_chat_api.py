@@ -1,9 +1,18 @@
 """Chat completions through the official openai client against a real server on loopback."""
 
+import asyncio
 import json
+import time
 
 import jsonschema
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from agentd.server.errors import APIError
+from agentd.server.generation import RequestRecord, recorded
+from agentd.server.metrics import ServerMetrics
+from pipelines.engine import EngineError
 from tests.conftest import MODEL
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -117,3 +126,67 @@ def test_content_parts_and_developer_role_mean_the_same_as_their_plain_forms(cli
     assert answer([{"role": "developer", "content": "Be brief."}] + QUESTION) == answer(
         [{"role": "system", "content": "Be brief."}] + QUESTION
     )
+
+
+UNCOMPILABLE = [
+    {"type": "object", "properties": {"a": {"type": "string", "pattern": "(?<=a)b"}}},  # a lookbehind
+    {"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}},
+]
+
+
+def in_flight(http, endpoint="chat") -> float:
+    for family in text_string_to_metric_families(http.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "agentd_requests_in_flight" and sample.labels["endpoint"] == endpoint:
+                return sample.value
+    return 0.0
+
+
+@pytest.mark.parametrize("schema", UNCOMPILABLE)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_schema_the_grammar_cannot_enforce_is_a_400_naming_its_field(client, http, schema, stream):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=QUESTION, max_tokens=5, stream=stream,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+        )
+    assert caught.value.param == "response_format" and caught.value.type == "invalid_request_error"
+    assert "cannot be enforced" in caught.value.message and "/project/" not in caught.value.message
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=QUESTION, max_tokens=5, stream=stream, tool_choice="required",
+            tools=[{"type": "function", "function": {"name": "f", "parameters": schema}}],
+        )
+    assert caught.value.param == "tools"
+    assert in_flight(http) == 0
+
+
+def test_a_client_leaving_a_stream_leaves_the_in_flight_gauge(http):
+    body = {"model": MODEL, "messages": QUESTION, "max_tokens": 200, "stream": True}
+    for _ in range(3):
+        with http.stream("POST", "/v1/chat/completions", json=body) as response:
+            lines = response.iter_lines()
+            while not next(lines).startswith("data:"):
+                pass
+    for _ in range(100):
+        if in_flight(http) == 0:
+            return
+        time.sleep(0.05)
+    assert in_flight(http) == 0
+
+
+@pytest.mark.parametrize(("failure", "status"), [(RuntimeError("boom"), "500"), (asyncio.CancelledError(), "499"),
+                                                 (EngineError("bad", status=400), "400")])
+def test_a_request_ended_by_any_exception_is_recorded_once(failure, status):
+    metrics = ServerMetrics()
+    record = RequestRecord(metrics, "chat", MODEL)
+
+    async def fails():
+        raise failure
+
+    with pytest.raises((type(failure), APIError)):
+        asyncio.run(recorded(record, fails()))
+    record.done(200)  # a later report (a stream's own) does not count twice
+    assert metrics.registry.get_sample_value("agentd_requests_in_flight", {"endpoint": "chat"}) == 0
+    assert metrics.registry.get_sample_value(
+        "agentd_requests_total", {"endpoint": "chat", "model": MODEL, "status": status}) == 1

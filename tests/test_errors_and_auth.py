@@ -108,3 +108,58 @@ def test_cors(registry):
         assert "access-control-allow-origin" not in other.headers
     finally:
         server.stop()
+
+
+def test_405_names_every_method_the_path_answers(http):
+    for method in ("TRACE", "PUT"):
+        response = http.request(method, "/v1/files")
+        assert response.status_code == 405 and response.headers["allow"] == "GET, POST"
+        error_of(response)
+    assert http.request("TRACE", "/v1/chat/completions").headers["allow"] == "POST"
+    # `/v1/tools/calculator` is both the calculator's route and `/v1/tools/{name}`.
+    assert http.request("TRACE", "/v1/tools/calculator").headers["allow"] == "GET, POST"
+
+
+def test_the_openapi_document_declares_the_errors_sent(http):
+    document = http.get("/openapi.json").json()
+    operations = [(path, method, operation) for path, item in document["paths"].items()
+                  for method, operation in item.items()]
+    assert not [(path, method) for path, method, operation in operations if "422" in operation["responses"]]
+    chat = document["paths"]["/v1/chat/completions"]["post"]["responses"]
+    assert {"400", "404", "503"} <= set(chat)
+    assert chat["400"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert set(document["components"]["schemas"]["Error"]["properties"]["error"]["required"]) == {
+        "message", "type", "param", "code"}
+    assert "413" in document["paths"]["/v1/files"]["post"]["responses"]
+    assert "401" not in document["paths"]["/health"]["get"]["responses"]
+    assert list(document["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == ["text/plain"]
+    assert http.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
+def test_keyed_routes_declare_401(registry):
+    guarded = start_server(registry, api_keys=["sesame"])
+    try:
+        paths = httpx.get(f"{guarded.url}/openapi.json").json()["paths"]
+        assert "401" in paths["/v1/models"]["get"]["responses"] and "401" in paths["/v1/files"]["post"]["responses"]
+        assert "401" not in paths["/health"]["get"]["responses"]
+    finally:
+        guarded.stop()
+
+
+def test_constraints_the_handlers_enforce_are_in_the_document(http):
+    document = http.get("/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    prompt = schemas["CompletionRequest"]["properties"]["prompt"]
+    assert prompt["minLength"] == 1 and prompt["minItems"] == 1
+    assert http.post("/v1/completions", json={"model": MODEL, "prompt": []}).status_code == 400
+    ingest = document["paths"]["/v1/tools/knowledge_ingest"]["post"]["requestBody"]["content"]["application/json"]
+    assert ingest["schema"]["properties"]["document"]["pattern"] == "^(file-|data:)"
+    job = schemas["FineTuneJobRequest"]["properties"]
+    assert job["model"]["minLength"] == 1 and job["training_file"]["minLength"] == 1
+    refused = http.post("/v1/fine_tuning/jobs", json={"model": "", "training_file": "file-x"})
+    assert refused.status_code == 400 and error_of(refused)["param"] == "model"
+    upload = next(schema for name, schema in schemas.items() if name.startswith("Body_upload_file"))
+    assert "fine-tune" in upload["properties"]["purpose"]["enum"]
+    for purpose in ("", "nonsense"):
+        bad = http.post("/v1/files", files={"file": ("a.txt", b"hi")}, data={"purpose": purpose})
+        assert bad.status_code == 400 and error_of(bad)["param"] == "purpose"

@@ -83,6 +83,18 @@ def test_lora_fine_tune_through_the_openai_client_serves_the_new_model(ft_client
         messages=[{"role": "user", "content": "Ticket 42: my green widget is broken."}])
     assert "Routed ticket" not in base.choices[0].message.content
 
+    # A checkpoint id is a model too: the base plus that step's weights, loaded on first use.
+    # The last checkpoint holds the final weights, so it answers as the fine-tuned model does.
+    last = checkpoints[0].fine_tuned_model_checkpoint
+    assert last == f"{job.fine_tuned_model}:ckpt-step-10"
+    from_checkpoint = ft_client.chat.completions.create(
+        model=last, temperature=0, max_tokens=20,
+        messages=[{"role": "user", "content": "Ticket 42: my green widget is broken."}])
+    assert from_checkpoint.choices[0].message.content == reply.choices[0].message.content
+    with pytest.raises(openai.NotFoundError):
+        ft_client.chat.completions.create(model=f"{job.fine_tuned_model}:ckpt-step-7", max_tokens=2,
+                                          messages=[{"role": "user", "content": "hi"}])
+
 
 def test_files_api_upload_list_retrieve_delete_and_limits(ft_client):
     first = ft_client.files.create(file=("a.jsonl", io.BytesIO(jsonl(ticket_records(2)))), purpose="fine-tune")
@@ -131,7 +143,7 @@ def test_bad_fine_tuning_requests_get_clear_errors(ft_client):
 
 def test_cancel_a_queued_job_and_page_through_jobs(ft_client, ft_server):
     data = ft_client.files.create(file=("t.jsonl", io.BytesIO(jsonl(ticket_records(4)))), purpose="fine-tune")
-    manager = ft_server.app.state.jobs
+    manager = ft_server.app.state.jobs.manager
     manager.max_concurrent = 0  # hold the queue so the job cannot start before it is cancelled
     try:
         job = ft_client.fine_tuning.jobs.create(model=MODEL, training_file=data.id)
@@ -147,3 +159,18 @@ def test_cancel_a_queued_job_and_page_through_jobs(ft_client, ft_server):
     assert [j.id for j in first_page.data] == [second.id] and first_page.has_more
     after = ft_client.fine_tuning.jobs.list(limit=1, after=second.id)
     assert [j.id for j in after.data] == [job.id]
+
+
+def test_the_job_tools_use_the_apps_jobs_service_and_leave_with_it(registry, tmp_path):
+    from tools import FileStore, ToolRegistry
+
+    shared = ToolRegistry(file_store=FileStore(tmp_path / "files"))  # a caller's registry, outliving the app
+    running = RunningServer(create_app(Settings(data_dir=tmp_path, builtin_tools=False), registry, shared))
+    service = running.app.state.jobs
+    try:
+        assert "finetune" in shared and running.client().models.list().data
+    finally:
+        running.stop()
+    assert "finetune" not in shared and "job_status" not in shared
+    assert service.store._db.closed  # the one connection the tools used, closed with the service
+    shared.close()

@@ -14,9 +14,9 @@ from mcp import Client, StdioServerParameters
 from PIL import Image as PILImage
 
 from agentd.server.background import BackgroundServer
+from agentd.server.tools import create_tool_app
 from tools import FileStore, Image, ToolLoadError, ToolRegistry
 from tools.builtin.calculator import calculator
-from tools.http_server import create_tool_app
 from tools.mcp_client import MCPToolkit
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -107,3 +107,10 @@ async def test_importing_an_external_http_server(tmp_path):
 def test_a_server_that_cannot_start_is_a_clear_load_error():
     with pytest.raises(ToolLoadError, match="cannot connect to the MCP server"):
         MCPToolkit(f"{sys.executable} -c 'import sys; sys.exit(3)'", connect_timeout=20)
+
+
+def test_close_ends_the_thread_and_closes_its_loop():
+    toolkit = MCPToolkit(WEATHER)
+    toolkit.close()
+    toolkit.close()  # a second close (shutdown after a failed start, say) is harmless
+    assert not toolkit._thread.is_alive() and toolkit._loop.is_closed()

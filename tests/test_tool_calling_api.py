@@ -110,3 +110,37 @@ def test_round_trip_with_a_tool_message(client):
         model=MODEL, messages=follow_up, tools=[WEATHER], tool_choice="none", max_tokens=30, temperature=0
     )
     assert reply.choices[0].finish_reason in ("stop", "length") and reply.choices[0].message.content
+
+
+STRICT_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather", "strict": True,
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"], "additionalProperties": False},
+    },
+}
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+@pytest.mark.parametrize("max_tokens", [6, 10, 14, 16, 20])
+def test_a_call_cut_off_by_the_token_limit_says_length(client, choice, max_tokens):
+    ask = dict(model=MODEL, messages=ASK, tools=[STRICT_WEATHER], tool_choice=choice, max_tokens=max_tokens,
+               temperature=0)
+    reply = client.chat.completions.create(**ask)
+    message = reply.choices[0].message
+    assert reply.choices[0].finish_reason == "length"
+    assert not message.content  # the half-written call never leaks into the words
+    chunks = list(client.chat.completions.create(**ask, stream=True))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["length"]
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks)
+    streamed = "".join(d.function.arguments or "" for c in chunks for d in c.choices[0].delta.tool_calls or [])
+    # What the call had so far may stay (as OpenAI does), the same streamed or not.
+    assert streamed == "".join(c.function.arguments for c in message.tool_calls or [])
+
+
+def test_a_whole_call_within_the_limit_still_says_tool_calls(client):
+    reply = client.chat.completions.create(
+        model=MODEL, messages=ASK, tools=[STRICT_WEATHER], tool_choice="required", max_tokens=40, temperature=0)
+    assert reply.choices[0].finish_reason == "tool_calls"
+    assert json.loads(reply.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}

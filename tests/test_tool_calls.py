@@ -3,6 +3,7 @@ import json
 import pytest
 
 from agentd.llm.tool_calls import (
+    TOOL_CALL_START,
     ArgumentsPiece,
     CallStart,
     ContentPiece,
@@ -69,3 +70,25 @@ def test_plans():
     assert named.forced and named.constraint.schema["properties"]["name"] == {"const": "other"}
     required = plan_tool_calls([WEATHER, {**WEATHER, "name": "other"}], "required", True)
     assert len(required.constraint.schema["anyOf"]) == 2
+
+
+CALL = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>'
+
+
+@pytest.mark.parametrize("forced", [True, False])
+@pytest.mark.parametrize("cut_at", range(1, len(CALL)))
+def test_a_cut_call_never_becomes_content_and_keeps_what_its_arguments_had(forced, cut_at):
+    text = CALL[len(TOOL_CALL_START):] if forced else "Sure. " + CALL
+    cut_at = min(cut_at, len(text) - 1)
+    parser = ToolCallParser(forced=forced)
+    events = parser.feed(text[:cut_at]) + parser.finish(cut=True)
+    content = "".join(e.text for e in events if isinstance(e, ContentPiece))
+    arguments = "".join(e.text for e in events if isinstance(e, ArgumentsPiece))
+    assert content == ("" if forced else "Sure. "[:cut_at])
+    assert '{"city": "Paris"}'.startswith(arguments.lstrip())
+    assert [c["arguments"] for c in parser.calls] == ([arguments] if parser.calls else [])
+
+
+def test_uncut_output_that_is_not_a_call_is_still_content():
+    parser = ToolCallParser(forced=True)
+    assert [e.text for e in run(parser, ["I cannot call that."])] == ["I cannot call that."]

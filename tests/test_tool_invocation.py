@@ -10,7 +10,7 @@ import time
 import pytest
 from PIL import Image as PILImage
 
-from tools import FileStore, Image, ToolCall, ToolError, ToolRegistry, ToolResult, tool
+from tools import FileStore, Image, ToolError, ToolRegistry, ToolResult, tool
 
 
 @tool
@@ -152,7 +152,7 @@ async def test_independent_calls_run_concurrently(tmp_path):
 
     registry = ToolRegistry([meet_async, meet_sync])
     for name in ("meet_async", "meet_sync"):
-        results = await registry.invoke_many([ToolCall(name, {"n": n}, f"c{n}") for n in (1, 2, 3)])
+        results = await asyncio.gather(*(registry.invoke(name, {"n": n}, call_id=f"c{n}") for n in (1, 2, 3)))
         assert [r.value for r in results] == [1, 2, 3] and [r.call_id for r in results] == ["c1", "c2", "c3"]
 
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image as PILImage
 
 from agentd.server.background import BackgroundServer
+from agentd.server.tools import create_tool_app
 from tools import FileStore, Image, ToolLoadError, ToolRegistry
 from tools.builtin.calculator import calculator
-from tools.http_server import create_tool_app
 from tools.remote import RemoteToolkit
 
 USER_TOOLS = Path(__file__).parent / "fixtures" / "user_tools.py"
@@ -50,6 +50,9 @@ def test_listing_and_one_openapi_route_per_tool(http):
     assert body["application/json"]["schema"]["required"] == ["text"]
     multipart = paths["/tools/resize_image"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert multipart["properties"]["image"]["format"] == "binary"
+    # The key guard, input errors, and no FastAPI 422 (never sent).
+    assert set(paths["/tools/shout"]["post"]["responses"]) == {"200", "400", "401", "404"}
+    assert "401" in paths["/files/{file_id}"]["get"]["responses"]
 
 
 def test_json_calls_and_errors_in_openai_shape(http):
@@ -57,7 +60,8 @@ def test_json_calls_and_errors_in_openai_shape(http):
     assert done["is_error"] is False and done["content"] == [{"type": "text", "text": "HI HI"}]
     bad = http.post("/tools/shout", json={"times": "many"})
     assert bad.status_code == 400
-    assert bad.json()["error"]["code"] == "invalid_tool_arguments" and "text: Field required" in bad.json()["error"]["message"]
+    assert bad.json()["error"]["code"] == "invalid_tool_arguments"
+    assert "text: 'text' is a required property" in bad.json()["error"]["message"]
     assert bad.json()["error"]["param"] in ("text", "times")
     assert http.post("/tools/shout", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
     missing = http.post("/tools/nope", json={})

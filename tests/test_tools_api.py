@@ -95,3 +95,14 @@ def test_installed_packages_offer_tools_through_entry_points(tmp_path, monkeypat
     registry = ToolRegistry()
     assert [tool.name for tool in registry.load_entry_points()] == ["forecast"]
     assert registry.get("forecast")("Oslo") == "sun in Oslo"
+
+
+def test_bodies_that_are_not_utf8_or_off_the_schema_are_400(tool_servers):
+    """Issue 18: undecodable bytes were a 500; `true` for a number was taken as 1."""
+    url = tool_servers[0].url
+    undecodable = httpx.post(f"{url}/v1/tools/calculator", content=b"\xff\xfe{",
+                             headers={"content-type": "application/json"})
+    assert undecodable.status_code == 400 and undecodable.json()["error"]["code"] == "invalid_tool_arguments"
+    for sent in ({"json": {"text": "a", "times": True}}, {"data": {"text": "a", "times": "true"}}):
+        off_schema = httpx.post(f"{url}/v1/tools/shout", **sent)
+        assert off_schema.status_code == 400 and off_schema.json()["error"]["param"] == "times"

@@ -4,7 +4,11 @@ import asyncio
 import json
 
 import jsonschema
+import openai
+import pytest
+from typer.testing import CliRunner
 
+from agentd.cli import app
 from pipelines.registry import ModelRegistry, parse_model_spec
 from tests.conftest import DATA_DIR, MODEL, start_server
 
@@ -43,11 +47,20 @@ def test_an_unreachable_upstream_is_a_clear_error(registry):
     asyncio.run(dead.load_all())
     proxy = start_server(dead)
     try:
-        import openai
-        import pytest
-
         with pytest.raises(openai.APIStatusError) as error:
             proxy.client().chat.completions.create(model="dead", messages=[{"role": "user", "content": "x"}])
         assert error.value.status_code == 502 and "127.0.0.1:9" in error.value.body["message"]
     finally:
         proxy.stop()
+        asyncio.run(dead.close())
+
+
+@pytest.mark.parametrize("keys, named", [(["near=sekrit"], "'near'"), (["sekrit"], "#1"), (["far=a", "=sekrit"], "#2")])
+def test_a_bad_upstream_key_is_a_startup_error_that_names_the_model_not_the_key(tmp_path, keys, named):
+    flags = [flag for key in keys for flag in ("--upstream-api-key", key)]
+    result = CliRunner().invoke(app, ["serve", "--model", "far=http://127.0.0.1:9/v1", "--data-dir", str(tmp_path),
+                                      *flags])
+    assert result.exit_code == 2 and named in result.output and "sekrit" not in result.output
+    env = {"AGENTD_MODELS": "far=http://127.0.0.1:9/v1", "AGENTD_UPSTREAM_API_KEYS": ",".join(keys)}
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path)], env=env)
+    assert result.exit_code == 2 and named in result.output and "sekrit" not in result.output

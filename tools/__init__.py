@@ -19,9 +19,9 @@ from tools.context import ToolContext
 from tools.decorator import FunctionTool, Toolkit, tool
 from tools.files import FileStore
 from tools.media import File, Image
-from tools.registry import ToolCall, ToolLoadError, ToolRegistry
+from tools.registry import ToolLoadError, ToolRegistry
 from tools.results import ToolResult
 from tools.schema import ToolDefinitionError
 
-__all__ = ["File", "FileStore", "FunctionTool", "Image", "Tool", "ToolArgumentError", "ToolCall", "ToolContext",
+__all__ = ["File", "FileStore", "FunctionTool", "Image", "Tool", "ToolArgumentError", "ToolContext",
            "ToolDefinitionError", "ToolError", "ToolLoadError", "ToolRegistry", "ToolResult", "Toolkit", "tool"]

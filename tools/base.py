@@ -46,7 +46,9 @@ class Tool(ABC):
         output_schema: the JSON schema of the result value, when it has one.
         timeout: seconds an invocation may take; None means `DEFAULT_TIMEOUT_S`.
         requires_approval: an agent must ask a person before calling it.
-        long_running: the call may take minutes; agents run it as a job and stream progress.
+        long_running: the call may take minutes (it waits for a job, say). Only `timeout` bounds
+            it: an agent run's own time limit is paused while it works. Progress it reports
+            through its `ToolContext` streams to the agent's client as steps.
         source: where the tool lives (`local`, a remote URL, an MCP server).
     """
 

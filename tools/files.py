@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import mimetypes
 import secrets
-import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from agentd.store import Database
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, filename TEXT NOT NULL, bytes INTEGER NOT NULL,
+    created_at INTEGER NOT NULL, purpose TEXT NOT NULL, mime_type TEXT NOT NULL);
+"""
 
 
 class FileNotFound(KeyError):
@@ -36,19 +41,13 @@ class StoredFile:
 
 
 class FileStore:
-    """Thread-safe; one SQLite connection guarded by a lock (writes are rare and small)."""
+    """Thread-safe: the metadata database is shared under one lock (writes are rare and small)."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self._blobs = self.root / "blobs"
         self._blobs.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.root / "files.sqlite", check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS files (id TEXT PRIMARY KEY, filename TEXT NOT NULL, bytes INTEGER NOT NULL,"
-            " created_at INTEGER NOT NULL, purpose TEXT NOT NULL, mime_type TEXT NOT NULL)")
-        self._db.commit()
+        self._db = Database(self.root / "files.sqlite", _SCHEMA)
 
     def put(self, data: bytes, filename: str, purpose: str = "assistants", mime_type: str | None = None) -> StoredFile:
         stored = StoredFile(
@@ -58,19 +57,16 @@ class FileStore:
         partial = self._blobs / f"{stored.id}.partial"
         partial.write_bytes(data)
         partial.rename(self._blobs / stored.id)
-        with self._lock:
-            self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                             (stored.id, stored.filename, stored.bytes, stored.created_at, stored.purpose,
-                              stored.mime_type))
-            self._db.commit()
+        self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                         (stored.id, stored.filename, stored.bytes, stored.created_at, stored.purpose,
+                          stored.mime_type))
         return stored
 
     def get(self, file_id: str) -> StoredFile:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        row = self._db.fetch_one("SELECT * FROM files WHERE id = ?", (file_id,))
         if row is None:
             raise FileNotFound(file_id)
-        return StoredFile(*row)
+        return StoredFile(**row)
 
     def read(self, file_id: str) -> bytes:
         return self.path(file_id).read_bytes()
@@ -92,18 +88,14 @@ class FileStore:
             clauses.append(f"(created_at {compare} ? OR (created_at = ? AND id {compare} ?))")
             params += [anchor.created_at, anchor.created_at, anchor.id]
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._lock:
-            rows = self._db.execute(f"SELECT * FROM files{where} ORDER BY created_at {direction}, id {direction} LIMIT ?",
-                                    (*params, limit)).fetchall()
-        return [StoredFile(*row) for row in rows]
+        rows = self._db.fetch_all(f"SELECT * FROM files{where} ORDER BY created_at {direction}, id {direction} LIMIT ?",
+                                  (*params, limit))
+        return [StoredFile(**row) for row in rows]
 
     def delete(self, file_id: str) -> None:
         self.get(file_id)
-        with self._lock:
-            self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
-            self._db.commit()
+        self._db.execute("DELETE FROM files WHERE id = ?", (file_id,))
         (self._blobs / file_id).unlink(missing_ok=True)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import sqlite3
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from agentd.store import Database
 
 CHUNK_CHARS = 1000
 RRF_K = 60
@@ -85,51 +85,47 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
 
 class KnowledgeBase:
     def __init__(self, path: Path, embedder: Embedder | None = None):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.embedder = embedder
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = Database(path, _SCHEMA)
 
     def ingest(self, source: str, data: bytes) -> Document:
         """Add (or replace) a document; the same bytes under the same name are a no-op."""
         digest = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            row = self._db.execute("SELECT sha256 FROM documents WHERE source = ?", (source,)).fetchone()
-        if row and row[0] == digest:
+        row = self._db.fetch_one("SELECT sha256 FROM documents WHERE source = ?", (source,))
+        if row and row["sha256"] == digest:
             return self.document(source)
         title, chunks = split_document(source, data)
         vectors = self.embedder.embed([c.text for c in chunks]) if self.embedder and chunks else None
-        with self._lock, self._db:
+        with self._db.transaction():
+            # Deleting the document cascades to its chunks, and the chunks' triggers keep the FTS index in step.
             self._db.execute("DELETE FROM documents WHERE source = ?", (source,))
             document_id = self._db.execute(
                 "INSERT INTO documents (source, title, sha256, added_at) VALUES (?, ?, ?, ?)",
                 (source, title, digest, int(time.time()))).lastrowid
-            self._db.executemany(
-                "INSERT INTO chunks (document_id, ordinal, text, section, page, embedding) VALUES (?, ?, ?, ?, ?, ?)",
-                [(document_id, index, chunk.text, chunk.section, chunk.page,
-                  None if vectors is None else vectors[index].tobytes()) for index, chunk in enumerate(chunks)])
+            for index, chunk in enumerate(chunks):
+                self._db.execute(
+                    "INSERT INTO chunks (document_id, ordinal, text, section, page, embedding) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (document_id, index, chunk.text, chunk.section, chunk.page,
+                     None if vectors is None else vectors[index].tobytes()))
         return self.document(source)
 
     def document(self, source: str) -> Document:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT source, title, (SELECT COUNT(*) FROM chunks WHERE document_id = documents.id), added_at "
-                "FROM documents WHERE source = ?", (source,)).fetchone()
+        row = self._db.fetch_one(
+            "SELECT source, title, (SELECT COUNT(*) FROM chunks WHERE document_id = documents.id) AS chunks, added_at "
+            "FROM documents WHERE source = ?", (source,))
         if row is None:
             raise KeyError(source)
-        return Document(*row)
+        return Document(**row)
 
     def documents(self) -> list[Document]:
-        with self._lock:
-            sources = [row[0] for row in self._db.execute("SELECT source FROM documents ORDER BY source")]
-        return [self.document(source) for source in sources]
+        rows = self._db.fetch_all(
+            "SELECT source, title, (SELECT COUNT(*) FROM chunks WHERE document_id = documents.id) AS chunks, added_at "
+            "FROM documents ORDER BY source")
+        return [Document(**row) for row in rows]
 
     def remove(self, source: str) -> bool:
-        with self._lock, self._db:
-            return self._db.execute("DELETE FROM documents WHERE source = ?", (source,)).rowcount > 0
+        return self._db.execute("DELETE FROM documents WHERE source = ?", (source,)).rowcount > 0
 
     def search(self, query: str, top_k: int = 5) -> list[Hit]:
         rankings = [self._bm25(query, top_k * 4)]
@@ -148,30 +144,26 @@ class KnowledgeBase:
         if not terms:
             return []
         match = " OR ".join(f'"{term}"' for term in terms)
-        with self._lock:
-            rows = self._db.execute("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
-                                    "ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?", (match, limit)).fetchall()
-        return [row[0] for row in rows]
+        rows = self._db.fetch_all("SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH ? "
+                                  "ORDER BY bm25(chunks_fts, 1.0, 0.5) LIMIT ?", (match, limit))
+        return [row["rowid"] for row in rows]
 
     def _nearest(self, query: str, limit: int) -> list[int]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL").fetchall()
+        rows = self._db.fetch_all("SELECT id, embedding FROM chunks WHERE embedding IS NOT NULL")
         if not rows:
             return []
-        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32).reshape(len(rows), -1)
+        matrix = np.frombuffer(b"".join(row["embedding"] for row in rows), dtype=np.float32).reshape(len(rows), -1)
         scores = matrix @ self.embedder.embed([query])[0]
-        return [rows[index][0] for index in np.argsort(-scores)[:limit]]
+        return [rows[index]["id"] for index in np.argsort(-scores)[:limit]]
 
     def _hit(self, chunk_id: int, score: float) -> Hit:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT d.source, d.title, c.section, c.page, c.text FROM chunks c JOIN documents d "
-                "ON d.id = c.document_id WHERE c.id = ?", (chunk_id,)).fetchone()
-        return Hit(*row, score=round(score, 5))
+        row = self._db.fetch_one(
+            "SELECT d.source, d.title, c.section, c.page, c.text FROM chunks c JOIN documents d "
+            "ON d.id = c.document_id WHERE c.id = ?", (chunk_id,))
+        return Hit(**row, score=round(score, 5))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
 def split_document(source: str, data: bytes) -> tuple[str, list[Chunk]]:

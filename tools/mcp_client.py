@@ -2,13 +2,15 @@
 
 The SDK's client session is an async context that must stay open between calls, while tools
 are invoked from whatever event loop the caller runs. So one background thread owns the
-connection and its loop; calls are submitted to it and awaited from the caller's loop.
+connection and its loop (an `asyncio.Runner`, which closes the loop when the thread ends);
+calls are submitted to it and awaited from the caller's loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import shlex
 import threading
 from collections.abc import Mapping
@@ -84,11 +86,12 @@ class MCPToolkit(Toolkit):
             if not command:
                 raise ToolLoadError("an MCP server needs a URL or a command")
             server = StdioServerParameters(command=command[0], args=command[1:])
-        self._loop = asyncio.new_event_loop()
+        # A loop_factory keeps the Runner from making this loop the calling thread's current one.
+        self._runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
+        self._loop = self._runner.get_loop()
         self._ready: Future = Future()
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._hold(Client, server),),
-                                        name=f"mcp {target}", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(Client, server), name=f"mcp {target}", daemon=True)
         self._thread.start()
         try:
             specs = self._ready.result(timeout=connect_timeout)
@@ -96,6 +99,10 @@ class MCPToolkit(Toolkit):
             self.close()
             raise ToolLoadError(f"cannot connect to the MCP server {target}: {_reason(error)}") from None
         self._tools = [MCPTool(spec, self) for spec in specs]
+
+    def _serve(self, client_class, server) -> None:
+        with self._runner:
+            self._runner.run(self._hold(client_class, server))
 
     async def _hold(self, client_class, server) -> None:
         self._stop = asyncio.Event()
@@ -121,8 +128,10 @@ class MCPToolkit(Toolkit):
         return list(self._tools)
 
     def close(self) -> None:
+        """End the session and wait for the thread, which closes its loop; safe to call twice."""
         if self._stop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed on its own (the server went away)
+                self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
 
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.util
 import sys
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -24,13 +22,6 @@ ENTRY_POINT_GROUP = "agentd.tools"
 
 class ToolLoadError(ValueError):
     """A tools file, package or remote server could not be loaded; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    name: str
-    arguments: Mapping[str, Any] | str | None = None
-    call_id: str | None = None
 
 
 class ToolRegistry:
@@ -87,12 +78,17 @@ class ToolRegistry:
         return [self._tools[name].definition() for name in wanted]
 
     def close(self) -> None:
-        """Close toolkits that hold connections (MCP sessions, subprocesses)."""
+        """Close toolkits that hold connections (MCP sessions, subprocesses, databases), then the file store.
+
+        Safe to call twice. The file store goes last: a toolkit may still write an artifact while closing.
+        """
         for toolkit in self._toolkits:
             close = getattr(toolkit, "close", None)
             if close is not None:
                 close()
         self._toolkits.clear()
+        if self.context.file_store is not None:
+            self.context.file_store.close()
 
     # -- invocation -------------------------------------------------------------------------
     async def invoke(self, name: str, arguments: Mapping[str, Any] | str | None = None, *,
@@ -103,11 +99,6 @@ class ToolRegistry:
             message = f"there is no tool named {name!r}; available: {', '.join(self.names) or 'none'}"
             return ToolResult(name, error=ToolFailure("unknown_tool", message), call_id=call_id)
         return await found.invoke(arguments, context=context or self.context, call_id=call_id, timeout=timeout)
-
-    async def invoke_many(self, calls: Iterable[ToolCall], *, context: ToolContext | None = None) -> list[ToolResult]:
-        """Independent calls run concurrently; results come back in the order of the calls."""
-        return list(await asyncio.gather(*(self.invoke(call.name, call.arguments, call_id=call.call_id,
-                                                       context=context) for call in calls)))
 
     # -- loading ----------------------------------------------------------------------------
     def load_file(self, path: str | Path) -> list[Tool]:

@@ -31,8 +31,6 @@ class Callbacks:
 
     def on_step(self, report: dict[str, Any]) -> None: ...
 
-    def on_evaluation(self, report: dict[str, Any]) -> None: ...
-
     def on_checkpoint(self, step: int, path: Path, metrics: dict[str, Any]) -> None: ...
 
     def should_stop(self) -> bool:
@@ -128,7 +126,6 @@ def _loop(config, data: _Data, backend, model, tokenizer, total_steps, micro_per
             raise TrainingError(f"the loss became {loss_sum} at step {step}; try a lower learning rate")
         if data.validation and ((config.eval_every and step % config.eval_every == 0) or step == total_steps):
             report["valid_loss"] = evaluate(backend, data.validation, config.batch_size, data.pad_id)
-            callbacks.on_evaluation({"step": step, "valid_loss": report["valid_loss"]})
         history.append(report)
         callbacks.on_step(report)
         if step % every == 0 or step == total_steps:

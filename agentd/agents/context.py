@@ -1,23 +1,97 @@
-"""What every graph's nodes share: the model, the tools, the limits, and how calls are run."""
+"""What every graph's nodes share: the model, the tools, the limits, the run's clock, and how
+calls are run. Nodes write their steps to LangGraph's custom stream (`step_writer`)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import Any
 
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
-from agentd.llm.chat_model import ChatModel, ToolCallRequest
-from tools.context import ToolContext
+from agentd.llm.chat_model import ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
 
 FINAL_ANSWER = {"type": "function", "function": {
     "name": "final_answer", "description": "Give the user the final answer.",
     "parameters": {"type": "object", "properties": {"answer": {"type": "string", "description": "the answer"}},
                    "required": ["answer"], "additionalProperties": False}}}
+
+StepWriter = Callable[[Step], None]
+
+
+class RunClock:
+    """The run's time limit, which long-running tools step outside of.
+
+    A long-running tool (a fine-tune that waits for its job, say) is bounded by its own
+    timeout; while one runs, the run's deadline is paused, so an agent does not cut off the
+    tool it called. Use as `async with clock:` around the run.
+    """
+
+    def __init__(self, limit_s: float, tools: ToolRegistry):
+        self.limit_s = limit_s
+        self.long_running = sorted(t.name for t in tools if t.long_running)
+        self.running: Counter[str] = Counter()  # tools in flight, named when the limit stops the run
+        self.expired = False  # whether the limit stopped the run
+        self._timeout: asyncio.Timeout | None = None
+        self._paused = 0
+        self._remaining = 0.0
+
+    async def __aenter__(self) -> RunClock:
+        self._timeout = asyncio.timeout(self.limit_s)
+        await self._timeout.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        timeout, self._timeout = self._timeout, None
+        self.expired = timeout.expired()
+        return await timeout.__aexit__(*exc_info)
+
+    @contextmanager
+    def tool_running(self, name: str, long_running: bool) -> Iterator[None]:
+        self.running[name] += 1
+        if long_running:
+            self._pause()
+        stopped = False
+        try:
+            yield
+        except asyncio.CancelledError:
+            stopped = True  # the run is stopping: the call stays listed as what was running
+            raise
+        finally:
+            if long_running:
+                self._resume()
+            if not stopped:
+                self.running[name] -= 1
+
+    def _pause(self) -> None:
+        self._paused += 1
+        if self._paused == 1 and self._ticking():
+            self._remaining = self._timeout.when() - asyncio.get_running_loop().time()
+            self._timeout.reschedule(None)
+
+    def _resume(self) -> None:
+        self._paused -= 1
+        if self._paused == 0 and self._ticking():
+            self._timeout.reschedule(asyncio.get_running_loop().time() + max(self._remaining, 0.0))
+
+    def _ticking(self) -> bool:
+        # Outside the run (a tool finishing after its run was cancelled) or past the deadline,
+        # the timeout can no longer be moved.
+        return self._timeout is not None and not self._timeout.expired()
+
+    def stopped(self) -> str:
+        """Why the run stopped, for the RunFailed step."""
+        names = sorted(name for name, count in self.running.items() if count > 0)
+        doing = f"while running {', '.join(names)}" if names else "while the model was working"
+        such_as = f" such as {', '.join(self.long_running)}" if self.long_running else ""
+        return (f"the run took longer than its {self.limit_s:g} s limit {doing} (time in long-running "
+                f"tools{such_as} does not count against it: their own timeouts bound them)")
 
 
 @dataclass
@@ -27,25 +101,36 @@ class AgentContext:
     Attributes:
         llm: the chat model the agent thinks with.
         tools: the registry the agent's calls go to.
+        clock: the run's time limit, paused while a long-running tool works.
         tool_names: the tools this agent may use (None: all).
         max_steps: model calls a ReAct loop may make; plan size for ReWOO and planner.
         max_calls: tool calls one ReAct step may make at once (parallel calls).
-        emit: where steps go (LangGraph's stream writer, or a test's list.append).
     """
 
     llm: ChatModel
     tools: ToolRegistry
+    clock: RunClock
     tool_names: list[str] | None = None
     max_steps: int = 6
     max_calls: int = 3
-    emit: Callable[[Step], None] = field(default=lambda step: None)
 
     def definitions(self) -> list[dict[str, Any]]:
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
         return self.tools.definitions(names)
 
 
-def approve(ctx: AgentContext, calls: list[ToolCallRequest]) -> set[str]:
+def step_writer(runtime: Runtime[AgentContext], node: str = "") -> StepWriter:
+    """Where a graph node's steps go: LangGraph's custom stream, marked with the part of the
+    graph that made them (a planner's sub-question id; empty for the main loop)."""
+
+    def write(step: Step) -> None:
+        step.node = node or step.node
+        runtime.stream_writer(step)
+
+    return write
+
+
+def approve(ctx: AgentContext, calls: list[ToolCall]) -> set[str]:
     """Pause for a person when a call needs approval; returns the ids of the calls that may run.
 
     `interrupt` raises on the first pass (the run ends, the checkpoint keeps the state); when
@@ -55,35 +140,37 @@ def approve(ctx: AgentContext, calls: list[ToolCallRequest]) -> set[str]:
     needing = [c for c in calls if c.name in ctx.tools and ctx.tools.get(c.name).requires_approval]
     if not needing:
         return {c.id for c in calls}
-    decision = interrupt({"calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in needing]})
+    decision = interrupt({"calls": needing})
     approved = bool(decision.get("approved")) if isinstance(decision, dict) else bool(decision)
     rejected = set() if approved else {c.id for c in needing}
     return {c.id for c in calls} - rejected
 
 
-async def run_calls(ctx: AgentContext, calls: list[ToolCallRequest], allowed: set[str]) -> list[Observation]:
+async def run_calls(ctx: AgentContext, calls: list[ToolCall], allowed: set[str], write: StepWriter) -> list[Observation]:
     """Run the allowed calls concurrently; a refused or unknown call becomes an observation too."""
     for call in calls:
-        ctx.emit(ToolCallStep(call.id, call.name, call.arguments))
+        write(ToolCallStep(call))
     runnable = [c for c in calls if c.id in allowed]
-    results = {r.call_id: r for r in await asyncio.gather(*(
-        ctx.tools.invoke(c.name, c.arguments, call_id=c.id, context=_reporting(ctx, c)) for c in runnable))}
+    results = {r.call_id: r for r in await asyncio.gather(*(_invoke(ctx, c, write) for c in runnable))}
     observations = []
     for call in calls:
         result = results.get(call.id)
         if result is None:
-            observation = Observation(call.id, call.name, "A person rejected this call; it was not run.", True)
+            observation = Observation(call.id, call.name, prompt("call_rejected"), True)
         else:
             artifacts = [{"file_id": a.file_id, "kind": a.kind, "mime_type": a.mime_type} for a in result.artifacts]
             observation = Observation(call.id, call.name, result.observation(), not result.ok, artifacts)
-        ctx.emit(observation)
+        write(observation)
         observations.append(observation)
     return observations
 
 
-def _reporting(ctx: AgentContext, call: ToolCallRequest) -> ToolContext:
-    """The registry's context, with progress from a long-running tool streamed as steps."""
-    return replace(ctx.tools.context, on_progress=lambda update: ctx.emit(ToolProgress(call.id, call.name, update)))
+async def _invoke(ctx: AgentContext, call: ToolCall, write: StepWriter):
+    # The registry's context, with progress from a long-running tool streamed as steps.
+    reporting = replace(ctx.tools.context, on_progress=lambda update: write(ToolProgress(call.id, call.name, update)))
+    long_running = call.name in ctx.tools and ctx.tools.get(call.name).long_running
+    with ctx.clock.tool_running(call.name, long_running):
+        return await ctx.tools.invoke(call.name, call.arguments, call_id=call.id, context=reporting)
 
 
 def earlier_turns(history: list[dict[str, str]] | None, keep: int = 3) -> list[dict[str, str]]:

@@ -12,9 +12,9 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agentd.agents.context import AgentContext, approve, earlier_turns, run_calls
+from agentd.agents.context import AgentContext, approve, earlier_turns, run_calls, step_writer
 from agentd.agents.steps import Plan, Retry
-from agentd.llm.chat_model import StructuredOutputError, ToolCallRequest, bounded_strings, describe_tools, prompt
+from agentd.llm.chat_model import StructuredOutputError, ToolCall, bounded_strings, describe_tools, prompt
 
 REFERENCE = re.compile(r"#E(\d+)")
 MAX_PLAN_ATTEMPTS = 3
@@ -68,7 +68,7 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     messages = [{"role": "system", "content": prompt("rewoo_planner", tools=describe_tools(tools))},
                 *earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
     if state.get("feedback"):
-        messages.append({"role": "user", "content": f"That plan could not run: {state['feedback']}. Write a new plan."})
+        messages.append({"role": "user", "content": prompt("rewoo_replan", problem=state["feedback"])})
     try:
         steps = (await ctx.llm.structured(messages, plan_schema(tools, ctx.max_steps), max_tokens=600))["steps"]
         problem = check_plan(steps)
@@ -77,9 +77,9 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     if problem is None:
         items = [{"id": f"#E{i}", "tool": s["tool"], "arguments": s["arguments"], "thought": s["thought"]}
                  for i, s in enumerate(steps, 1)]
-        ctx.emit(Plan(items))
+        runtime.stream_writer(Plan(items))
         return {"plan": items, "attempts": attempts, "feedback": ""}
-    ctx.emit(Retry(f"the plan could not be used: {problem}", attempts))
+    runtime.stream_writer(Retry(f"the plan could not be used: {problem}", attempts))
     return {"plan": [], "attempts": attempts, "feedback": problem}
 
 
@@ -95,9 +95,9 @@ async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     evidence = dict(state.get("evidence") or {})
     ready = [step for step in state["plan"] if step["id"] not in evidence
              and all(f"#E{n}" in evidence for n in REFERENCE.findall(json.dumps(step["arguments"])))]
-    calls = [ToolCallRequest(step["id"], step["tool"], _substitute(step["arguments"], evidence)) for step in ready]
+    calls = [ToolCall(step["id"], step["tool"], _substitute(step["arguments"], evidence)) for step in ready]
     allowed = approve(ctx, calls)
-    for observation in await run_calls(ctx, calls, allowed):
+    for observation in await run_calls(ctx, calls, allowed, step_writer(runtime)):
         evidence[observation.call_id] = observation.content
     return {"evidence": evidence}
 
@@ -110,7 +110,7 @@ async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, 
     ctx = runtime.context
     lines = [f"{step['id']} = {step['tool']}[{json.dumps(step['arguments'])}]\nResult: {state['evidence'][step['id']]}"
              for step in state.get("plan") or []]
-    evidence = "\n".join(lines) or "(no plan could be made; answer from what you know)"
+    evidence = "\n".join(lines) or prompt("rewoo_no_plan")
     answer = await ctx.llm.chat([*earlier_turns(state.get("history")), {"role": "user", "content": prompt(
         "rewoo_solver", question=state["question"], evidence=evidence)}], max_tokens=200)
     return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}

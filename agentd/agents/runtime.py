@@ -1,28 +1,33 @@
-"""Runs any agent graph: threads persisted by LangGraph's SQLite checkpointer, human approval
-through `interrupt`, step and time limits, cancellation, and a stored trace per run."""
+"""Runs any agent graph: the model it thinks with, threads persisted by LangGraph's SQLite
+checkpointer (one namespace per agent type), human approval through `interrupt`, step and time
+limits, cancellation, and a stored trace per run. Steps come from the graph's custom stream."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import secrets
+import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 
-from agentd.agents.context import AgentContext
+from agentd.agents.context import AgentContext, RunClock
 from agentd.agents.planner import build_planner_graph, planner_input
 from agentd.agents.react import build_react_graph, react_input
 from agentd.agents.rewoo import build_rewoo_graph, rewoo_input
 from agentd.agents.runs import RunStore
 from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
-from agentd.llm.chat_model import ChatModel, StructuredOutputError
+from agentd.llm.chat_model import ChatModel, StructuredOutputError, ToolCall
+from agentd.llm.models import chat_model_for
 from pipelines.engine import EngineError
+from pipelines.registry import ModelRegistry
 from tools.registry import ToolRegistry
 
 
@@ -51,120 +56,157 @@ _REJECT = re.compile(r"^\s*(reject|rejected|no|n|deny|stop|cancel)\b", re.I)
 class AgentLimits:
     max_steps: int = 6
     max_calls: int = 3
+    # Long-running tools (Tool.long_running) do not count against it: their own timeout bounds them.
     time_limit_s: float = 300.0
 
 
 @dataclass
-class RunOutcome:
-    """Filled while a run streams; read when it ends."""
+class AgentRun:
+    """One run of an agent. Iterate it for the steps; the runtime records in `status`, `answer`
+    and `steps` how it went (status: running, completed, requires_approval, failed, cancelled)."""
 
-    run_id: str
+    id: str
     thread_id: str
-    answer: str | None = None
+    agent: str
+    model: str
     status: str = "running"
+    answer: str | None = None
     steps: list[Step] = field(default_factory=list)
+    _stream: AsyncIterator[Step] | None = field(default=None, repr=False)
+
+    def __aiter__(self) -> AsyncIterator[Step]:
+        return self._stream
+
+    async def aclose(self) -> None:
+        """Stop the run (a client that went away); its status becomes `cancelled`."""
+        await self._stream.aclose()
 
 
 class AgentRuntime:
-    def __init__(self, tools: ToolRegistry, data_dir: Path, limits: AgentLimits = AgentLimits(),
-                 search_tools: tuple[str, ...] = ("knowledge_search", "web_search")):
+    """Agent execution: picks the chat model, runs the graph, streams and records its steps.
+
+    Args:
+        tools: the registry the agents' calls go to.
+        data_dir: where the thread checkpoints and run traces live.
+        models: the served models; agents think with `model_id` among them.
+        model_id: the agents' model (the server passes `--agent-model` or its first model).
+    """
+
+    def __init__(self, tools: ToolRegistry, data_dir: Path, models: ModelRegistry | None = None, model_id: str = "",
+                 limits: AgentLimits = AgentLimits(), search_tools: tuple[str, ...] = ("knowledge_search", "web_search")):
         self.tools = tools
+        self.models = models
+        self.model_id = model_id
         self.limits = limits
         self.search_tools = search_tools
         self.runs = RunStore(Path(data_dir) / "runs.sqlite")
         self._checkpoints_path = Path(data_dir) / "agent_threads.sqlite"
-        self._saver_context = None
+        self._resources = AsyncExitStack()
         self._graphs: dict[str, Any] = {}
 
     async def open(self) -> None:
         self.runs.mark_interrupted()
-        self._saver_context = AsyncSqliteSaver.from_conn_string(str(self._checkpoints_path))
-        saver = await self._saver_context.__aenter__()
+        connection = await self._resources.enter_async_context(aiosqlite.connect(self._checkpoints_path))
+        # Graph state holds ToolCall objects; the serializer is told they are ours to load back.
+        saver = AsyncSqliteSaver(connection, serde=JsonPlusSerializer(allowed_msgpack_modules=[ToolCall]))
         self._graphs = {agent_id: agent.build().compile(checkpointer=saver) for agent_id, agent in AGENT_TYPES.items()}
 
     async def close(self) -> None:
-        if self._saver_context is not None:
-            await self._saver_context.__aexit__(None, None, None)
-            self._saver_context = None
+        await self._resources.aclose()
         self.runs.close()
+
+    async def chat_model(self) -> ChatModel:
+        """The model agents think with; EngineError 503 while it loads or when it failed to."""
+        if self.models is None or not self.model_id:
+            raise EngineError("no model is served for agents to think with", status=503, param="model")
+        await self.models.ensure(self.model_id)
+        engine = self.models.engines.get(self.model_id)
+        if engine is None:
+            failure = self.models.failures.get(self.model_id)
+            reason = f"failed to load: {failure}" if failure else "is still loading; try again shortly"
+            raise EngineError(f"the agents' model {self.model_id} {reason}", status=503, param="model")
+        return chat_model_for(engine, self.model_id)
+
+    async def start(self, agent_id: str, messages: list[dict[str, Any]], *, thread_id: str | None = None,
+                    llm: ChatModel | None = None) -> AgentRun:
+        """A run of `agent_id` on the conversation `messages`, continuing `thread_id` if given.
+
+        `llm` replaces the served model (benchmarks comparing decoders, unit tests with a
+        scripted model). Raises EngineError (503) when the agents' model cannot be used now.
+        """
+        llm = llm or await self.chat_model()
+        run = AgentRun(id=f"run-{uuid.uuid4().hex}", thread_id=thread_id or f"thread_{uuid.uuid4().hex[:24]}",
+                       agent=agent_id, model=llm.id)
+        run._stream = self._execute(run, messages, llm)
+        return run
 
     def context(self, agent_id: str, llm: ChatModel) -> AgentContext:
         names = list(self.search_tools) if agent_id == "agentd-planner" else None
-        return AgentContext(llm=llm, tools=self.tools, tool_names=names, max_steps=self.limits.max_steps,
-                            max_calls=self.limits.max_calls)
+        return AgentContext(llm=llm, tools=self.tools, clock=RunClock(self.limits.time_limit_s, self.tools),
+                            tool_names=names, max_steps=self.limits.max_steps, max_calls=self.limits.max_calls)
 
-    async def run(self, agent_id: str, messages: list[dict[str, Any]], llm: ChatModel, *,
-                  thread_id: str | None = None, outcome: RunOutcome | None = None) -> AsyncIterator[Step]:
-        """Stream the steps of one run; `outcome` (if given) holds the answer and status at the end."""
-        graph = self._graphs[agent_id]
-        outcome = outcome or RunOutcome(run_id=f"run_{secrets.token_hex(12)}", thread_id="")
-        outcome.thread_id = thread_id or f"thread_{secrets.token_hex(12)}"
-        config = {"configurable": {"thread_id": outcome.thread_id},
+    async def _execute(self, run: AgentRun, messages: list[dict[str, Any]], llm: ChatModel) -> AsyncIterator[Step]:
+        graph = self._graphs[run.agent]
+        # Each agent type keeps its own threads: the same client thread id names a different
+        # checkpoint for agentd-react and agentd-rewoo, whose states have nothing in common.
+        config = {"configurable": {"thread_id": f"{run.agent}/{run.thread_id}"},
                   "recursion_limit": 4 * self.limits.max_steps + 20}
-        snapshot = await graph.aget_state(config)
-        pending = [i for task in snapshot.tasks for i in task.interrupts]
         last_text = str(messages[-1].get("content") or "") if messages else ""
-        queue: asyncio.Queue[Step | None] = asyncio.Queue()
-        ctx = replace(self.context(agent_id, llm), emit=queue.put_nowait)
-        self.runs.start(outcome.run_id, outcome.thread_id, agent_id, llm.id, last_text)
-
-        if pending and not (_APPROVE.match(last_text) or _REJECT.match(last_text)):
-            step = ApprovalRequired(pending[0].value["calls"], outcome.thread_id)
-            yield self._record(outcome, step)
-            self._finish(outcome, "requires_approval")
-            return
-        if pending:
-            graph_input: Any = Command(resume={"approved": bool(_APPROVE.match(last_text))})
-        else:
-            graph_input = AGENT_TYPES[agent_id].make_input(messages, bool(snapshot.values))
-
-        async def execute() -> None:
-            try:
-                await graph.ainvoke(graph_input, config, context=ctx)
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.create_task(execute())
+        ctx = self.context(run.agent, llm)
+        self.runs.start(run.id, run.thread_id, run.agent, run.model, last_text)
         try:
-            async with asyncio.timeout(self.limits.time_limit_s):
-                while (step := await queue.get()) is not None:
-                    yield self._record(outcome, step)
-                await task
-        except TimeoutError:
-            task.cancel()
-            yield self._record(outcome, RunFailed(f"the run took longer than its {self.limits.time_limit_s:g} s limit"))
-            self._finish(outcome, "failed", error="time limit")
-            return
+            snapshot = await graph.aget_state(config)
+            pending = _pending_calls(snapshot)
+            if pending and not (_APPROVE.match(last_text) or _REJECT.match(last_text)):
+                yield self._record(run, ApprovalRequired(pending, run.thread_id))
+                self._finish(run, "requires_approval")
+                return
+            if pending:
+                graph_input: Any = Command(resume={"approved": bool(_APPROVE.match(last_text))})
+            else:
+                graph_input = AGENT_TYPES[run.agent].make_input(messages, bool(snapshot.values))
+            async with ctx.clock, aclosing(graph.astream(graph_input, config, context=ctx, stream_mode="custom",
+                                                          subgraphs=True)) as stream:
+                async for _namespace, step in stream:
+                    yield self._record(run, step)
+            snapshot = await graph.aget_state(config)
         except Exception as error:  # a failing model or a bug in a node ends this run, not the server
             known = (EngineError, StructuredOutputError, GraphRecursionError)
-            message = (getattr(error, "message", None) or str(error)) if isinstance(error, known) \
-                else f"{type(error).__name__}: {error}"
-            task.cancel()
-            yield self._record(outcome, RunFailed(message))
-            self._finish(outcome, "failed", error=message)
+            if ctx.clock.expired:
+                message = ctx.clock.stopped()
+            elif isinstance(error, known):
+                message = getattr(error, "message", None) or str(error)
+            else:
+                message = f"{type(error).__name__}: {error}"
+            yield self._record(run, RunFailed(message))
+            self._finish(run, "failed", error=message)
             return
         except BaseException:
-            # The client went away (or the server is stopping): stop the graph with it.
-            task.cancel()
-            self._finish(outcome, "cancelled")
+            # The client went away (or the server is stopping): the graph stopped with the stream.
+            self._finish(run, "cancelled")
             raise
 
-        snapshot = await graph.aget_state(config)
-        pending = [i for task_ in snapshot.tasks for i in task_.interrupts]
+        pending = _pending_calls(snapshot)
         if pending:
-            yield self._record(outcome, ApprovalRequired(pending[0].value["calls"], outcome.thread_id))
-            self._finish(outcome, "requires_approval")
+            yield self._record(run, ApprovalRequired(pending, run.thread_id))
+            self._finish(run, "requires_approval")
             return
         answer = snapshot.values.get("answer") or ""
-        yield self._record(outcome, FinalAnswer(answer, snapshot.values.get("sources") or []))
-        outcome.answer = answer
-        self._finish(outcome, "completed", answer=answer)
+        yield self._record(run, FinalAnswer(answer, snapshot.values.get("sources") or []))
+        run.answer = answer
+        self._finish(run, "completed", answer=answer)
 
-    def _record(self, outcome: RunOutcome, step: Step) -> Step:
-        outcome.steps.append(step)
-        self.runs.add_step(outcome.run_id, step)
+    def _record(self, run: AgentRun, step: Step) -> Step:
+        run.steps.append(step)
+        self.runs.add_step(run.id, step)
         return step
 
-    def _finish(self, outcome: RunOutcome, status: str, answer: str | None = None, error: str | None = None) -> None:
-        outcome.status = status
-        self.runs.finish(outcome.run_id, status, answer, error)
+    def _finish(self, run: AgentRun, status: str, answer: str | None = None, error: str | None = None) -> None:
+        run.status = status
+        self.runs.finish(run.id, status, answer, error)
+
+
+def _pending_calls(snapshot: Any) -> list[ToolCall]:
+    """The calls waiting for a person's approval in a thread, if it is paused."""
+    interrupts = [i for task in snapshot.tasks for i in task.interrupts]
+    return interrupts[0].value["calls"] if interrupts else []

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
+from agentd.llm.chat_model import ToolCall
+
 
 @dataclass
 class Step:
@@ -36,12 +38,15 @@ class Thought(Step):
 @dataclass
 class ToolCallStep(Step):
     type: ClassVar[str] = "tool_call"
-    call_id: str
-    name: str
-    arguments: dict[str, Any]
+    call: ToolCall
 
     def text(self) -> str:
-        return f"Action: {self.name}({json.dumps(self.arguments, ensure_ascii=False)})"
+        return f"Action: {self.call.name}({json.dumps(self.call.arguments, ensure_ascii=False)})"
+
+    def to_dict(self) -> dict[str, Any]:
+        # Clients have always read `call_id`, `name` and `arguments` at the top level of the step.
+        return {"type": self.type, "node": self.node, "call_id": self.call.id, "name": self.call.name,
+                "arguments": self.call.arguments}
 
 
 @dataclass
@@ -123,11 +128,11 @@ class NodeDone(Step):
 @dataclass
 class ApprovalRequired(Step):
     type: ClassVar[str] = "approval_required"
-    calls: list[dict[str, Any]]
+    calls: list[ToolCall]
     thread_id: str = ""
 
     def text(self) -> str:
-        listed = ", ".join(f"{c['name']}({json.dumps(c['arguments'], ensure_ascii=False)})" for c in self.calls)
+        listed = ", ".join(f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in self.calls)
         return f"Waiting for approval: {listed}"
 
 
@@ -149,11 +154,3 @@ class RunFailed(Step):
     def text(self) -> str:
         return f"Stopped: {self.message}"
 
-
-STEP_TYPES = {cls.type: cls for cls in (Thought, ToolCallStep, Observation, ToolProgress, Plan, Retry, NodeStarted, NodeDone,
-                                        ApprovalRequired, FinalAnswer, RunFailed)}
-
-
-def step_from_dict(data: dict[str, Any]) -> Step:
-    data = dict(data)
-    return STEP_TYPES[data.pop("type")](**data)

@@ -1,5 +1,6 @@
 """Durable jobs: a SQLite store, worker processes, a manager that queues, runs, cancels and resumes.
 
+Callers (the HTTP routes, the tools, the CLI) go through `agentd.jobs.service.JobService`.
 Fine-tuning is the first kind of job; evaluation uses the same machinery.
 """
 

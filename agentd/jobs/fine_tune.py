@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from agentd.jobs.store import FAILED, QUEUED, VALIDATING, Job, JobStore
+from agentd.jobs.store import FAILED, QUEUED, SUCCEEDED, VALIDATING, Job, JobStore
 from agentd.jobs.worker import Reporter
+from pipelines.registry import ModelSpec
 from training import Callbacks, DataError, TrainingConfig, load_examples, parse_file, train
 
 KIND = "fine_tune"
@@ -21,9 +27,9 @@ BASE_LEARNING_RATE = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 
 
 class FineTuneRequestError(ValueError):
-    def __init__(self, message: str, param: str | None = None):
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
         super().__init__(message)
-        self.param = param
+        self.param, self.code = param, code
 
 
 def training_params(base_model_dir: Path, train_files: list[Path], validation_files: list[Path],
@@ -65,27 +71,6 @@ def training_params(base_model_dir: Path, train_files: list[Path], validation_fi
     return config.model_dump(mode="json", exclude={"output_dir"})
 
 
-def create_job(store: JobStore, file_store, *, model: str, base_folder: Path, training_file: str,
-               validation_file: str | None = None, hyperparameters: dict[str, Any] | None = None,
-               seed: int | None = None, suffix: str | None = None, metadata: dict[str, Any] | None = None) -> Job:
-    """A job in `validating_files`; `validate_files` then queues or fails it. Raises FineTuneRequestError."""
-    from tools.files import FileNotFound
-
-    paths = {}
-    for param, file_id in (("training_file", training_file), ("validation_file", validation_file)):
-        if file_id is None:
-            continue
-        try:
-            paths[param] = file_store.path(file_id)
-        except FileNotFound:
-            raise FineTuneRequestError(f"no file with id {file_id!r}; upload it with purpose 'fine-tune' first",
-                                       param=param) from None
-    training = training_params(base_folder, [paths["training_file"]],
-                               [paths["validation_file"]] if validation_file else [], hyperparameters, seed)
-    return submit(store, model=model, training=training, training_file=training_file,
-                  validation_file=validation_file, suffix=suffix, metadata=metadata, status=VALIDATING)
-
-
 def validate_upload(data: bytes, filename: str) -> None:
     """A `fine-tune` upload: JSONL records only (raw text goes as `{"text": ...}` lines)."""
     if not filename.endswith((".jsonl", ".json")) and not data.lstrip().startswith(b"{"):
@@ -106,17 +91,76 @@ def validate_files(store: JobStore, job_id: str) -> None:
     store.transition(job_id, VALIDATING, QUEUED, "files validated; the job is queued")
 
 
-def submit(store: JobStore, *, model: str, training: dict[str, Any], training_file: str,
-           validation_file: str | None = None, suffix: str | None = None,
-           metadata: dict[str, Any] | None = None, status: str = QUEUED) -> Job:
-    params = {"model": model, "training": training, "training_file": training_file,
-              "validation_file": validation_file, "suffix": suffix}
-    return store.create(KIND, params, metadata=metadata, status=status, prefix="ftjob")
-
-
 def fine_tuned_model_id(base: str, job_id: str, suffix: str | None) -> str:
     """OpenAI's shape: `ft:BASE:ORG:SUFFIX:ID`."""
     return f"ft:{base}:agentd:{suffix or ''}:{job_id.rsplit('-', 1)[-1][:8]}"
+
+
+def checkpoint_model_id(job: Job, step: int) -> str:
+    """OpenAI's shape for a checkpoint, `ft:BASE:ORG:SUFFIX:ID:ckpt-step-N`; served like the final model."""
+    return f"{fine_tuned_model_id(job.params['model'], job.id, job.params.get('suffix'))}:ckpt-step-{step}"
+
+
+# Which job (first hex digits of its id) and, for a checkpoint, which step a model id names.
+_MODEL_ID = re.compile(r"ft:.+:(?P<short>[0-9a-f]{8})(?::ckpt-step-(?P<step>\d+))?")
+
+
+def parse_model_id(model_id: str) -> tuple[str, int | None] | None:
+    """(job id prefix, checkpoint step or None) for a fine-tuned model id; None for any other id."""
+    match = _MODEL_ID.fullmatch(model_id)
+    if match is None:
+        return None
+    return f"ftjob-{match['short']}", int(match["step"]) if match["step"] else None
+
+
+def fine_tuned_spec(job: Job) -> ModelSpec | None:
+    """The model a succeeded fine-tune job serves: its merged folder, or its base plus the adapter."""
+    result = job.result or {}
+    if job.kind != KIND or job.status != SUCCEEDED or not result.get("fine_tuned_model"):
+        return None
+    if result.get("model_dir"):
+        return ModelSpec(id=result["fine_tuned_model"], kind="local", location=result["model_dir"])
+    return ModelSpec(id=result["fine_tuned_model"], kind="local", location=result["base_model_dir"],
+                     adapter=result["adapter_dir"])
+
+
+def checkpoint_spec(job: Job, step: int, checkpoint: Path) -> ModelSpec:
+    """The model checkpoint `step` serves. A checkpoint holds only what resuming needs, so its
+    weights are written once as an adapter (lora) or a model folder (full) beside it: slow, call
+    it off the event loop."""
+    training = job.params["training"]
+    servable = checkpoint / "servable"
+    if not servable.is_dir():
+        _export_checkpoint(TrainingConfig(**training, output_dir=checkpoint.parent.parent), checkpoint, servable)
+    model_id = checkpoint_model_id(job, step)
+    if training["method"] == "full":
+        return ModelSpec(id=model_id, kind="local", location=str(servable))
+    return ModelSpec(id=model_id, kind="local", location=training["base_model"], adapter=str(servable))
+
+
+def _export_checkpoint(config: TrainingConfig, checkpoint: Path, out: Path) -> None:
+    from safetensors.torch import load_file
+
+    from training.model import WeightedCausalLMLoss, load_model, load_tokenizer
+
+    state = checkpoint / "trainable.safetensors"
+    if not state.is_file():
+        raise ValueError(f"checkpoint {checkpoint.name} has no single-file weights (a DeepSpeed checkpoint?); "
+                         "serve the job's final model instead")
+    model = load_model(config)
+    # The same wrapper training saved from, so the parameter names match.
+    loaded = WeightedCausalLMLoss(model).load_state_dict(load_file(state), strict=False)
+    if loaded.unexpected_keys:
+        raise ValueError(f"checkpoint {checkpoint.name} does not match its base model "
+                         f"(unexpected {loaded.unexpected_keys[:3]})")
+    staging = Path(tempfile.mkdtemp(prefix=".servable-", dir=checkpoint))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        load_tokenizer(config).save_pretrained(staging)
+        with contextlib.suppress(OSError):  # another request exported it meanwhile: keep theirs
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class _JobCallbacks(Callbacks):

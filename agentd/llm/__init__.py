@@ -1,1 +1,1 @@
-"""The chat-model layer: OpenAI messages to engine prompts, tool calls in and out."""
+"""The chat-model layer: the models agents think with (a local engine or an upstream), tool calls in and out."""

@@ -10,7 +10,6 @@ measuring what it buys). An upstream uses its native tool calling.
 from __future__ import annotations
 
 import json
-
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,7 +21,10 @@ from agentd.llm.tool_calls import new_call_id
 
 
 @dataclass(frozen=True)
-class ToolCallRequest:
+class ToolCall:
+    """A tool call below the server: what a model asked for, what graph state keeps, what a
+    `ToolCallStep` shows. (The OpenAI wire shape stays in agentd/server/protocol.py.)"""
+
     id: str
     name: str
     arguments: dict[str, Any]
@@ -31,7 +33,7 @@ class ToolCallRequest:
 @dataclass
 class ChatReply:
     content: str = ""
-    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     # Set when the model's output could not be read as calls (only possible unconstrained).
     error: str | None = None
     raw: str = ""
@@ -133,6 +135,6 @@ def reply_from_step(raw: str, tools: list[dict[str, Any]], max_calls: int) -> Ch
         step = parse_json(raw, step_schema(tools, max_calls))
     except StructuredOutputError as error:
         return ChatReply(content="", error=str(error), raw=raw)
-    calls = [ToolCallRequest(new_call_id(), call["name"], call["arguments"]) for call in step["tool_calls"]]
+    calls = [ToolCall(new_call_id(), call["name"], call["arguments"]) for call in step["tool_calls"]]
     return ChatReply(content=step["thought"].strip(), tool_calls=calls, raw=raw)
 

@@ -55,7 +55,7 @@ def _flatten(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
         role, content = message["role"], message.get("content") or ""
         if role == "assistant" and message.get("tool_calls"):
             content = json.dumps({"thought": content, "tool_calls": [
-                {"name": c["name"], "arguments": c["arguments"]} for c in message["tool_calls"]]})
+                {"name": c.name, "arguments": c.arguments} for c in message["tool_calls"]]})
         elif role == "tool":
             role, content = "user", f"Result of {message.get('name', 'the tool')}: {content}"
         flat.append({"role": role, "content": content})

@@ -121,8 +121,16 @@ class ToolCallParser:
             if not progressed:
                 return events
 
-    def finish(self) -> list[Event]:
+    def finish(self, cut: bool = False) -> list[Event]:
+        """Flush what was held back. `cut`: the output was cut off by the token limit, so an
+        open call is unfinished: the arguments it had so far stay, but no half-written call
+        (nor a half-written `<tool_call>` tag) turns into content."""
         events = self.feed("")
+        if cut:
+            if self._in_call and self._args_start is not None:
+                self._send_arguments(self._arguments_end(), events)
+            self._buffer, self._in_call, self._args_start = "", False, None
+            return events
         if self._in_call and self._buffer.strip():
             self._close_call(self._buffer, events)
         elif not self._in_call and self._buffer:
@@ -162,6 +170,17 @@ class ToolCallParser:
         safe = len(self._buffer) - _closing_suffix(self._buffer)
         self._send_arguments(safe, events)
         return False
+
+    def _arguments_end(self) -> int:
+        """Where the open call's arguments end: after their JSON value if it is complete,
+        else at the end of what was written (the closing brace of the call and the end tag
+        were never written, or follow the value)."""
+        start = self._args_start or 0
+        start += len(self._buffer[start:]) - len(self._buffer[start:].lstrip())
+        try:
+            return json.JSONDecoder().raw_decode(self._buffer, start)[1]
+        except ValueError:
+            return len(self._buffer)
 
     def _send_arguments(self, upto: int, events: list[Event]) -> None:
         if upto > self._args_sent:

@@ -1,7 +1,9 @@
 """`UpstreamChatModel`: agents on any OpenAI-compatible server, with its native tool calling.
 
-Servers without tool calling (or that refuse `tool_choice: required`) fall back to
-`response_format` json_schema with the same step schema the local engine is held to.
+It talks through the serving engine's own SDK client, so an agent's brain uses
+the same connection, key and error mapping as plain chat with that model. Servers without
+tool calling (or that refuse `tool_choice: required`) fall back to `response_format`
+json_schema with the same step schema the local engine is held to.
 """
 
 from __future__ import annotations
@@ -11,26 +13,25 @@ from typing import Any
 
 import openai
 
-from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCallRequest, bounded_strings, describe_tools,
+from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCall, bounded_strings, describe_tools,
                                    parse_json, prompt, reply_from_step, step_schema)
 from pipelines.engine import EngineError
+from pipelines.openai_engine import OpenAIUpstreamEngine, upstream_error
 
 
 class UpstreamChatModel(ChatModel):
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, *, model_id: str | None = None,
-                 timeout: float = 120):
-        self.id = model_id or model
-        self.model = model
-        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=1)
+    def __init__(self, engine: OpenAIUpstreamEngine, model_id: str):
+        self.id = model_id
+        self.engine = engine
         self.native_tools = True
 
     async def _create(self, messages: list[dict[str, Any]], **options: Any):
+        engine = self.engine
         try:
-            return await self.client.chat.completions.create(model=self.model, messages=_wire(messages), **options)
-        except openai.APIStatusError as error:
-            raise EngineError(f"the upstream model answered {error.status_code}: {error.message}", 502) from None
+            return await engine.client.chat.completions.create(
+                model=engine.upstream_model, messages=_wire(messages), **options)
         except openai.APIError as error:
-            raise EngineError(f"the upstream model is unreachable: {error}", 502) from None
+            raise upstream_error(error, engine.info.meta["url"]) from error
 
     async def chat(self, messages, *, max_tokens=512, temperature=0.0) -> str:
         reply = await self._create(messages, max_tokens=max_tokens, temperature=temperature)
@@ -50,12 +51,12 @@ class UpstreamChatModel(ChatModel):
                 reply = await self._create(messages, max_tokens=max_tokens, temperature=0, tools=bounded,
                                            tool_choice="required", parallel_tool_calls=max_calls > 1)
             except EngineError as error:
-                if "400" not in error.message:
+                if error.status != 400:
                     raise
                 self.native_tools = False  # this server does not do tool calling: use structured output
             else:
                 message = reply.choices[0].message
-                calls = [ToolCallRequest(c.id, c.function.name, _arguments(c.function.arguments))
+                calls = [ToolCall(c.id, c.function.name, _arguments(c.function.arguments))
                          for c in message.tool_calls or []][:max_calls]
                 if any(call.arguments is None for call in calls):
                     return ChatReply(error="a tool call's arguments are not a JSON object", raw=str(message.tool_calls))
@@ -82,8 +83,7 @@ def _wire(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in messages:
         if message["role"] == "assistant" and message.get("tool_calls"):
             wire.append({"role": "assistant", "content": message.get("content") or None, "tool_calls": [
-                {"id": c["id"], "type": "function",
-                 "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
                 for c in message["tool_calls"]]})
         elif message["role"] == "tool":
             wire.append({"role": "tool", "tool_call_id": message["tool_call_id"], "content": message["content"]})

@@ -14,33 +14,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Request
+from starlette.background import BackgroundTask
 
-from agentd.agents.runtime import RunOutcome
+from agentd.agents.runtime import AgentRun
 from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
-from agentd.llm.chat_model import ChatModel
-from agentd.llm.engine_chat import EngineChatModel
-from agentd.llm.messages import content_text
-from agentd.llm.upstream_chat import UpstreamChatModel
 from agentd.server.errors import APIError
-from agentd.server.generation import RequestRecord, find_engine, new_id, sse_response
+from agentd.server.generation import RequestRecord, new_id, sse_response
 from agentd.server.protocol import ChatCompletionRequest, ImagePart, TextPart
+from agentd.server.transcript import content_text
 
 THREAD_HEADER = "x-agentd-thread-id"
-
-
-def chat_model_for(request: Request) -> ChatModel:
-    state = request.app.state
-    model_id = state.settings.agent_model or next(iter(state.registry.specs))
-    spec = state.registry.specs.get(model_id)
-    if spec is None:
-        raise APIError(500, f"agent model {model_id!r} is not among the served models")
-    if spec.kind == "upstream":
-        cache = state.upstream_chat_models
-        if model_id not in cache:
-            cache[model_id] = UpstreamChatModel(spec.location, spec.upstream_model or spec.id, spec.api_key,
-                                                model_id=spec.id)
-        return cache[model_id]
-    return EngineChatModel(find_engine(state.registry, model_id), model_id)
 
 
 def agent_messages(body: ChatCompletionRequest, request: Request) -> list[dict[str, Any]]:
@@ -95,38 +78,37 @@ async def create_agent_completion(body: ChatCompletionRequest, request: Request)
     state = request.app.state
     thread_id = request.headers.get(THREAD_HEADER) or (body.metadata or {}).get("thread_id")
     messages = agent_messages(body, request)
-    llm = chat_model_for(request)
-    outcome = RunOutcome(run_id=new_id("run"), thread_id="")
-    steps = state.agents.run(body.model, messages, llm, thread_id=thread_id, outcome=outcome)
+    # Before any byte is sent: a model that is loading or failed is a 503 in the OpenAI shape.
+    run = await state.agents.start(body.model, messages, thread_id=thread_id)
     record = RequestRecord(state.metrics, "chat", body.model)
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:
-        first = await anext(steps)  # the run has its thread id once it starts
-        response = sse_response(_chunks(first, steps, head, outcome, record), record)
-        response.headers[THREAD_HEADER] = outcome.thread_id
+        response = sse_response(_chunks(run, head, record), record)
+        response.headers[THREAD_HEADER] = run.thread_id
+        # A client that leaves between two chunks leaves the run suspended rather than cancelled:
+        # stop it when the response is over (a no-op for a run that ended).
+        response.background = BackgroundTask(run.aclose)
         return response
-    async for _ in steps:
+    async for _ in run:
         pass
     record.done(200)
-    content = _final_text(outcome.steps[-1]) if outcome.steps else ""
+    content = _final_text(run.steps[-1]) if run.steps else ""
     message = {"role": "assistant", "content": content,
-               "reasoning_content": "\n".join(s.text() for s in outcome.steps if not isinstance(s, FinalAnswer)),
-               "agent_steps": [s.to_dict() for s in outcome.steps]}
-    return {**head, "object": "chat.completion", "thread_id": outcome.thread_id, "run_id": outcome.run_id,
+               "reasoning_content": "\n".join(s.text() for s in run.steps if not isinstance(s, FinalAnswer)),
+               "agent_steps": [s.to_dict() for s in run.steps]}
+    return {**head, "object": "chat.completion", "thread_id": run.thread_id, "run_id": run.id,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
 
 
-async def _chunks(first: Step, rest: AsyncIterator[Step], head: dict[str, Any], outcome: RunOutcome,
-                  record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
-    base = {**head, "object": "chat.completion.chunk", "thread_id": outcome.thread_id, "run_id": outcome.run_id}
+async def _chunks(run: AgentRun, head: dict[str, Any], record: RequestRecord) -> AsyncIterator[dict[str, Any]]:
+    base = {**head, "object": "chat.completion.chunk", "thread_id": run.thread_id, "run_id": run.id}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
     yield chunk({"role": "assistant", "content": ""})
-    step: Step | None = first
-    while step is not None:
+    async for step in run:
         if record.first_token is None:
             record.first_token = time.perf_counter()
         if isinstance(step, FinalAnswer):
@@ -135,7 +117,6 @@ async def _chunks(first: Step, rest: AsyncIterator[Step], head: dict[str, Any], 
             yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
             if isinstance(step, (ApprovalRequired, RunFailed)):
                 yield chunk({"content": _final_text(step)})
-        step = await anext(rest, None)
     yield chunk({}, "stop")
 
 
@@ -143,7 +124,7 @@ def _final_text(step: Step) -> str:
     if isinstance(step, FinalAnswer):
         return step.answer
     if isinstance(step, ApprovalRequired):
-        listed = "; ".join(f"{c['name']}({c['arguments']})" for c in step.calls)
+        listed = "; ".join(f"{c.name}({c.arguments})" for c in step.calls)
         return (f"Approval needed before running: {listed}. Reply \"approve\" or \"reject\" on thread "
                 f"{step.thread_id} (header X-Agentd-Thread-Id or metadata.thread_id) to continue.")
     if isinstance(step, RunFailed):

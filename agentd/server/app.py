@@ -7,36 +7,33 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
-from agentd.config import Settings
-from agentd.jobs import open_store
+from agentd.config import Settings, model_specs
 from agentd.jobs.fine_tune import validate_upload
-from agentd.jobs.manager import JobManager
+from agentd.jobs.service import JobService
 from agentd.server.agents import create_agent_completion, run_routes
 from agentd.server.chat import create_chat_completion
 from agentd.server.completions import create_completion
-from agentd.server.errors import APIError, install_error_handlers
-from agentd.server.fine_tuning import fine_tuned_spec, fine_tuning_routes
+from agentd.server.auth import BearerGuard, api_key_guard
+from agentd.server.errors import install_error_handlers
+from agentd.server.files import file_router
+from agentd.server.fine_tuning import fine_tuning_routes
 from agentd.server.metrics import ServerMetrics
+from agentd.server.openapi import MODEL_ERRORS, describe_errors
 from agentd.server.protocol import ChatCompletionRequest, CompletionRequest
-from pipelines.registry import ModelRegistry, parse_model_spec
+from agentd.server.tools import tool_router
+from pipelines.registry import ModelRegistry
 from tools.builtin.jobs import JobTools
-from tools.http_server import UNAUTHORIZED, BearerGuard, bearer_ok, file_router, tool_router
 from tools.loading import build_registry
 from tools.mcp_server import streamable_http
 from tools.registry import ToolRegistry
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def _require_api_key(request: Request) -> None:
-    if not bearer_ok(request.headers.get("authorization", ""), request.app.state.settings.api_keys):
-        raise APIError(401, UNAUTHORIZED, code="invalid_api_key")
 
 
 def tools_from_settings(settings: Settings) -> ToolRegistry:
@@ -51,28 +48,22 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     """
     owns_registry = registry is None
     if registry is None:
-        specs = [parse_model_spec(text) for text in settings.models]
-        registry = ModelRegistry(specs, settings.data_dir, dtype=settings.dtype)
+        registry = ModelRegistry(model_specs(settings), settings.data_dir, dtype=settings.dtype,
+                                 on_demand_memory_mb=settings.on_demand_memory_mb)
     owns_tools = tools is None
     if tools is None:
         tools = tools_from_settings(settings)
     if settings.agent_model and settings.agent_model not in registry.specs:
         raise ValueError(f"--agent-model {settings.agent_model} is not among the served models {sorted(registry.specs)}")
-    jobs = JobManager(settings.data_dir, max_concurrent=settings.max_concurrent_jobs)
-
-    def offer_fine_tuned_models() -> None:
-        """Every succeeded fine-tune is a model, from the moment its worker records the success."""
-        for job in jobs.store.list(kind="fine_tune", statuses=("succeeded",), limit=10_000):
-            spec = fine_tuned_spec(job)
-            if spec is not None and spec.id not in registry.specs:
-                registry.add(spec)
-
-    offer_fine_tuned_models()
-    if "finetune" not in tools and tools.context.file_store is not None:
-        # Its own store connection: a shared tool registry may outlive this app's job manager.
-        tools.add(JobTools(open_store(settings.data_dir), tools.context.file_store, registry.folder))
-    agents = AgentRuntime(tools, settings.data_dir, AgentLimits(max_steps=settings.agent_max_steps,
-                                                                time_limit_s=settings.agent_time_limit_s))
+    jobs = JobService(settings.data_dir, file_store=tools.context.file_store, base_folder=registry.folder,
+                      max_concurrent=settings.max_concurrent_jobs)
+    jobs.on_new_model(registry.add)  # each fine-tune as it succeeds, those from before at start
+    if registry.resolve is None:  # checkpoints, and fine-tunes another process just finished
+        registry.resolve = jobs.model_spec  # (a registry shared by several apps keeps the first's)
+    job_tools = (tools.add(JobTools(jobs))
+                 if "finetune" not in tools and tools.context.file_store is not None else [])
+    agents = AgentRuntime(tools, settings.data_dir, registry, settings.agent_model or next(iter(registry.specs), ""),
+                          AgentLimits(max_steps=settings.agent_max_steps, time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
         tools, loopback_only=settings.host in LOOPBACK and not settings.api_keys)
 
@@ -83,6 +74,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         await jobs.start()
         async with mcp_sessions.run():
             yield
+        if registry.resolve == jobs.model_spec:
+            registry.resolve = None
         await jobs.close()
         await agents.close()
         if loading is not None:
@@ -90,6 +83,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
             await registry.close()
         if owns_tools:
             tools.close()
+        else:  # a shared tool registry outlives this app's jobs service
+            for tool in job_tools:
+                tools.remove(tool.name)
 
     app = FastAPI(title="agentd", lifespan=lifespan)
     app.state.settings = settings
@@ -97,8 +93,6 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     app.state.tools = tools
     app.state.agents = agents
     app.state.jobs = jobs
-    app.state.background_tasks = set()
-    app.state.upstream_chat_models = {}
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
     if settings.cors_origins:
@@ -106,11 +100,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(_require_api_key)])
+    v1 = APIRouter(prefix="/v1", **api_key_guard(settings.api_keys))
 
     @v1.get("/models")
     async def list_models() -> dict[str, Any]:
-        offer_fine_tuned_models()
+        jobs.notice_finished()  # a job a client just saw succeed is listed, not a tick later
         now = int(time.time())
         data = [
             {"id": spec.id, "object": "model", "created": now,
@@ -120,22 +114,18 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
              for agent_id in AGENT_TYPES]
         return {"object": "list", "data": data}
 
-    @v1.post("/chat/completions")
+    @v1.post("/chat/completions", responses=MODEL_ERRORS)
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         if body.model in AGENT_TYPES:
             return await create_agent_completion(body, request)
-        if body.model not in registry.specs:
-            offer_fine_tuned_models()
-        await registry.ensure(body.model)  # a fine-tune that just finished loads on its first request
+        await registry.ensure(body.model)  # fine-tunes and checkpoints load on their first request
         return await create_chat_completion(body, request)
 
     run_routes(v1)
     fine_tuning_routes(v1)
 
-    @v1.post("/completions")
+    @v1.post("/completions", responses=MODEL_ERRORS)
     async def completions(body: CompletionRequest, request: Request):
-        if body.model not in registry.specs:
-            offer_fine_tuned_models()
         await registry.ensure(body.model)
         return await create_completion(body, request)
 
@@ -144,20 +134,22 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         v1.include_router(file_router(tools.context.file_store, max_upload_bytes=settings.max_upload_mb * 2**20,
                                       validators={"fine-tune": validate_upload}))
     app.include_router(v1)
-    app.add_route("/mcp", BearerGuard(mcp_endpoint, lambda: settings.api_keys))
+    app.add_route("/mcp", BearerGuard(mcp_endpoint, settings.api_keys))
 
-    @app.get("/health")
+    @app.get("/health", responses={503: {"description": "A model failed or is still loading",
+                                         "content": {"application/json": {}}}})
     async def health() -> JSONResponse:
         status = {m: "ready" for m in registry.engines} | {m: "failed" for m in registry.failures}
         status = {m: status.get(m, "on_demand" if m in registry.on_demand else "loading") for m in registry.specs}
         return JSONResponse({"status": "ok" if registry.ready else "unavailable", "models": status},
                             status_code=200 if registry.ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         m = app.state.metrics
         for model_id, engine in registry.engines.items():
             m.active_sequences.labels(model_id).set(engine.active_sequences)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
+    describe_errors(app)
     return app

@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import Request
 
-from agentd.llm.messages import UnsupportedContent, to_template_messages
 from agentd.llm.tool_calls import CallStart, ContentPiece, ToolCallParser, plan_tool_calls
 from agentd.server.errors import APIError
 from agentd.server.generation import (
@@ -17,12 +16,14 @@ from agentd.server.generation import (
     find_engine,
     merged_streams,
     new_id,
+    recorded,
     sampling_params,
     sse_response,
     validate_all,
 )
 from agentd.server.protocol import ChatCompletionRequest, JsonObjectFormat, JsonSchemaFormat
-from pipelines.engine import Constraint, EngineError, GenerationRequest
+from agentd.server.transcript import UnsupportedContent, to_template_messages
+from pipelines.engine import Constraint, GenerationRequest
 
 
 def _tool_plan(body: ChatCompletionRequest):
@@ -72,11 +73,15 @@ class _ChoiceState:
         self.started = False
         self.content = ""
 
-    def deltas(self, text: str, last: bool) -> list[dict[str, Any]]:
+    def deltas(self, text: str, finish: str | None) -> list[dict[str, Any]]:
+        """The deltas `text` makes; `finish` is the engine's finish reason on the last text."""
+        last = finish is not None
         if self.parser is None:
             events = [ContentPiece(text)] if text else []
         else:
-            events = self.parser.feed(text) + (self.parser.finish() if last else [])
+            events = self.parser.feed(text)
+            if last:
+                events += self.parser.finish(cut=finish == "length")
         out = []
         for event in events:
             if isinstance(event, ContentPiece):
@@ -111,6 +116,9 @@ class _ChoiceState:
         ]
 
     def finish_reason(self, engine_reason: str) -> str:
+        # A call cut off by the token limit is not a finished call: clients would run it.
+        if engine_reason == "length":
+            return "length"
         return "tool_calls" if self.tool_calls else engine_reason
 
 
@@ -119,18 +127,14 @@ async def create_chat_completion(body: ChatCompletionRequest, http: Request):
     engine = find_engine(state.registry, body.model)
     request, plan = _generation_request(body)
     requests = fan_out(request, body.n)
-    await validate_all(engine, requests)
+    await validate_all(engine, requests, "tools" if plan.constraint else "response_format")
     record = RequestRecord(state.metrics, "chat", body.model)
     choices = [_ChoiceState(i, plan.constraint is not None, plan.forced) for i in range(body.n)]
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_response(_chunks(engine, requests, choices, head, record, include_usage), record)
-    try:
-        return await _complete(engine, requests, choices, head, record)
-    except EngineError as error:
-        record.done(error.status)
-        raise APIError.from_engine(error) from error
+    return await recorded(record, _complete(engine, requests, choices, head, record))
 
 
 async def _chunks(engine, requests, choices, head, record, include_usage) -> AsyncIterator[dict[str, Any]]:
@@ -138,10 +142,9 @@ async def _chunks(engine, requests, choices, head, record, include_usage) -> Asy
     async for index, delta in merged_streams(engine, requests):
         record.saw(delta)
         choice = choices[index]
-        last = delta.finish_reason is not None
-        for piece in choice.deltas(delta.text, last):
+        for piece in choice.deltas(delta.text, delta.finish_reason):
             yield {**base, "choices": [{"index": index, "delta": piece, "logprobs": None, "finish_reason": None}]}
-        if last:
+        if delta.finish_reason:
             reason = choice.finish_reason(delta.finish_reason)
             yield {**base, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
     if include_usage:
@@ -152,10 +155,9 @@ async def _complete(engine, requests, choices, head, record) -> dict[str, Any]:
     reasons: dict[int, str] = {}
     async for index, delta in merged_streams(engine, requests):
         record.saw(delta)
-        choices[index].deltas(delta.text, delta.finish_reason is not None)
+        choices[index].deltas(delta.text, delta.finish_reason)
         if delta.finish_reason:
             reasons[index] = choices[index].finish_reason(delta.finish_reason)
-    record.done(200)
     out = []
     for choice in choices:
         message: dict[str, Any] = {"role": "assistant", "content": choice.content or None}

@@ -8,19 +8,19 @@ from typing import Any
 
 from fastapi import Request
 
-from agentd.server.errors import APIError
 from agentd.server.generation import (
     RequestRecord,
     fan_out,
     find_engine,
     merged_streams,
     new_id,
+    recorded,
     sampling_params,
     sse_response,
     validate_all,
 )
 from agentd.server.protocol import CompletionRequest
-from pipelines.engine import EngineError, GenerationRequest
+from pipelines.engine import GenerationRequest
 
 
 async def create_completion(body: CompletionRequest, http: Request):
@@ -36,17 +36,16 @@ async def create_completion(body: CompletionRequest, http: Request):
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_response(_chunks(engine, requests, head, record, include_usage, echo), record)
+    return await recorded(record, _complete(engine, requests, head, record, echo))
+
+
+async def _complete(engine, requests, head, record, echo) -> dict[str, Any]:
     texts = [""] * len(requests)
     reasons = [""] * len(requests)
-    try:
-        async for index, delta in merged_streams(engine, requests):
-            record.saw(delta)
-            texts[index] += delta.text
-            reasons[index] = delta.finish_reason or reasons[index]
-    except EngineError as error:
-        record.done(error.status)
-        raise APIError.from_engine(error) from error
-    record.done(200)
+    async for index, delta in merged_streams(engine, requests):
+        record.saw(delta)
+        texts[index] += delta.text
+        reasons[index] = delta.finish_reason or reasons[index]
     choices = [
         {"index": i, "text": (echo[i] if echo else "") + text, "logprobs": None, "finish_reason": reasons[i]}
         for i, text in enumerate(texts)

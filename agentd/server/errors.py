@@ -70,7 +70,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(error.status_code, str(error.detail)), error.status_code)
+        # Keeps the headers an HTTPException carries (`WWW-Authenticate`, `Allow`).
+        return JSONResponse(error_body(error.status_code, str(error.detail)), error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -6,7 +6,6 @@ configuration, attempts) rides in an extra `agentd` field that OpenAI clients ig
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, Literal
 
@@ -14,9 +13,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.jobs import FINISHED, Job, JobNotFound
-from agentd.jobs.fine_tune import BASE_LEARNING_RATE, KIND, FineTuneRequestError, create_job, fine_tuned_model_id, validate_files
+from agentd.jobs.fine_tune import BASE_LEARNING_RATE, KIND, FineTuneRequestError, checkpoint_model_id
 from agentd.server.errors import APIError
-from pipelines.registry import ModelSpec
 
 
 class SupervisedMethod(BaseModel):
@@ -31,8 +29,8 @@ class FineTuneMethod(BaseModel):
 class FineTuneJobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str
-    training_file: str
+    model: str = Field(min_length=1)
+    training_file: str = Field(min_length=1)
     validation_file: str | None = None
     hyperparameters: dict[str, Any] | None = None
     method: FineTuneMethod | None = None
@@ -45,32 +43,23 @@ class FineTuneJobRequest(BaseModel):
 def fine_tuning_routes(router: APIRouter) -> None:
     @router.post("/fine_tuning/jobs")
     async def create(body: FineTuneJobRequest, request: Request):
-        state = request.app.state
         if body.integrations:
             raise APIError(400, "integrations (Weights & Biases) are not supported", param="integrations")
-        try:
-            folder = state.registry.folder(body.model)
-        except ValueError as error:
-            raise APIError(400, str(error), param="model", code="model_not_available") from None
         hyperparameters = {**(body.hyperparameters or {}),
                            **((body.method.supervised.hyperparameters or {})
                               if body.method and body.method.supervised else {})}
         try:
-            job = create_job(state.jobs.store, state.tools.context.file_store, model=body.model, base_folder=folder,
-                             training_file=body.training_file, validation_file=body.validation_file,
-                             hyperparameters=hyperparameters, seed=body.seed, suffix=body.suffix,
-                             metadata=body.metadata)
+            job = await request.app.state.jobs.create_fine_tune(
+                model=body.model, training_file=body.training_file, validation_file=body.validation_file,
+                hyperparameters=hyperparameters, seed=body.seed, suffix=body.suffix, metadata=body.metadata)
         except FineTuneRequestError as error:
-            raise APIError(400, str(error), param=error.param) from None
-        task = asyncio.create_task(asyncio.to_thread(validate_files, state.jobs.store, job.id))
-        state.background_tasks.add(task)
-        task.add_done_callback(state.background_tasks.discard)
+            raise APIError(400, str(error), param=error.param, code=error.code) from None
         return job_object(job)
 
     @router.get("/fine_tuning/jobs")
     async def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)):
         try:
-            jobs = request.app.state.jobs.store.list(kind=KIND, after=after, limit=limit + 1)
+            jobs = request.app.state.jobs.list(kind=KIND, after=after, limit=limit + 1)
         except JobNotFound as error:
             raise APIError(404, str(error), param="after") from None
         return {"object": "list", "data": [job_object(job) for job in jobs[:limit]], "has_more": len(jobs) > limit}
@@ -103,10 +92,9 @@ def fine_tuning_routes(router: APIRouter) -> None:
                           limit: int = Query(10, ge=1, le=100)):
         job = _job(request, job_id)
         found = request.app.state.jobs.store.checkpoints(job_id)
-        model = fine_tuned_model_id(job.params["model"], job.id, job.params.get("suffix"))
         data = [{"id": f"ftckpt-{job.id.rsplit('-', 1)[-1][:12]}-{entry['step']}",
                  "object": "fine_tuning.job.checkpoint", "created_at": int(entry["created_at"]),
-                 "fine_tuning_job_id": job.id, "fine_tuned_model_checkpoint": f"{model}:ckpt-step-{entry['step']}",
+                 "fine_tuning_job_id": job.id, "fine_tuned_model_checkpoint": checkpoint_model_id(job, entry["step"]),
                  "step_number": entry["step"], "metrics": _checkpoint_metrics(entry["metrics"])}
                 for entry in found]
         if after:
@@ -125,7 +113,7 @@ def fine_tuning_routes(router: APIRouter) -> None:
 
 def _job(request: Request, job_id: str) -> Job:
     try:
-        job = request.app.state.jobs.store.get(job_id)
+        job = request.app.state.jobs.get(job_id)
     except JobNotFound as error:
         raise APIError(404, str(error), param="job_id", code="fine_tuning_job_not_found") from None
     if job.kind != KIND:
@@ -173,14 +161,3 @@ def job_object(job: Job) -> dict[str, Any]:
                    **({"result": {k: result[k] for k in ("steps", "final_loss", "valid_loss") if k in result}}
                       if result else {})},
     }
-
-
-def fine_tuned_spec(job: Job) -> ModelSpec | None:
-    """The model a succeeded fine-tune job serves: its merged folder, or its base plus the adapter."""
-    result = job.result or {}
-    if job.kind != KIND or job.status != "succeeded" or not result.get("fine_tuned_model"):
-        return None
-    if result.get("model_dir"):
-        return ModelSpec(id=result["fine_tuned_model"], kind="local", location=result["model_dir"])
-    return ModelSpec(id=result["fine_tuned_model"], kind="local", location=result["base_model_dir"],
-                     adapter=result["adapter_dir"])

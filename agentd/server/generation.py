@@ -7,15 +7,22 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from sse_starlette import EventSourceResponse
 
 from agentd.server.errors import APIError, error_body
 from agentd.server.metrics import ServerMetrics
-from pipelines.engine import EngineError, GenerationRequest, SamplingParams, TextDelta, TextEngine
+from pipelines.engine import (
+    ConstraintError,
+    EngineError,
+    GenerationRequest,
+    SamplingParams,
+    TextDelta,
+    TextEngine,
+)
 from pipelines.registry import ModelRegistry
 
 
@@ -51,11 +58,17 @@ def fan_out(request: GenerationRequest, n: int) -> list[GenerationRequest]:
     ]
 
 
-async def validate_all(engine: TextEngine, requests: list[GenerationRequest]) -> None:
-    """Reject a request that cannot fit before any stream starts."""
+async def validate_all(
+    engine: TextEngine, requests: list[GenerationRequest], constraint_param: str | None = None
+) -> None:
+    """Reject a request that cannot fit, or whose constraint (from the request field
+    `constraint_param`) cannot be enforced, before any stream starts."""
     try:
         for request in {r.prompt or id(r.messages): r for r in requests}.values():
             await engine.validate(request)
+    except ConstraintError as error:
+        message = f"{constraint_param}: {error.message}" if constraint_param else error.message
+        raise APIError(400, message, param=constraint_param) from error
     except EngineError as error:
         raise APIError.from_engine(error) from error
 
@@ -97,9 +110,13 @@ async def merged_streams(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class RequestRecord:
-    """Times and counts one request, then reports them to the metrics once."""
+    """Times and counts one request, then reports them to the metrics once: the first `done`
+    counts, so every path may call it without leaving the in-flight gauge wrong."""
 
     metrics: ServerMetrics
     endpoint: str
@@ -108,6 +125,7 @@ class RequestRecord:
     first_token: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    finished: bool = False
 
     def __post_init__(self) -> None:
         self.metrics.in_flight.labels(self.endpoint).inc()
@@ -120,6 +138,9 @@ class RequestRecord:
             self.completion_tokens += delta.completion_tokens
 
     def done(self, status: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
         m = self.metrics
         m.in_flight.labels(self.endpoint).dec()
         m.requests.labels(self.endpoint, self.model, str(status)).inc()
@@ -136,6 +157,26 @@ class RequestRecord:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
+
+
+async def recorded(record: RequestRecord, work: Awaitable[T]) -> T:
+    """Await a non-streamed request's work and report how it ended, whatever the ending."""
+    try:
+        result = await work
+    except EngineError as error:
+        record.done(error.status)
+        raise APIError.from_engine(error) from error
+    except APIError as error:
+        record.done(error.status)
+        raise
+    except asyncio.CancelledError:
+        record.done(499)  # the client went away
+        raise
+    except BaseException:
+        record.done(500)
+        raise
+    record.done(200)
+    return result
 
 
 def new_id(prefix: str) -> str:
@@ -164,4 +205,20 @@ def sse_response(chunks: AsyncIterator[dict[str, Any]], record: RequestRecord) -
             record.done(status)
         yield "[DONE]"
 
-    return EventSourceResponse(events(), sep="\n", ping=600)
+    return _RecordedEventSource(record, events(), sep="\n", ping=600)
+
+
+class _RecordedEventSource(EventSourceResponse):
+    """Reports the request as ended when the response is over, also where the client left
+    before the event generator ran, or between two events (where the generator is closed
+    only later, by the garbage collector)."""
+
+    def __init__(self, record: RequestRecord, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._record = record
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._record.done(499)  # a no-op where the generator reported the outcome itself

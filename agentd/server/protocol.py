@@ -152,7 +152,8 @@ class ChatCompletionRequest(_SamplingBody):
 
 
 class CompletionRequest(_SamplingBody):
-    prompt: str | list[str] = Field(min_length=1)
+    # minLength in the schema binds only the string; minItems says the same of the list.
+    prompt: str | list[str] = Field(min_length=1, json_schema_extra={"minItems": 1})
     max_tokens: int | None = Field(default=16, ge=1)
     echo: bool = False
 

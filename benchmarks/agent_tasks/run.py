@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE))
 
-from agentd.agents.runtime import AgentLimits, AgentRuntime, RunOutcome  # noqa: E402
+from agentd.agents.runtime import AgentLimits, AgentRuntime  # noqa: E402
 from agentd.llm.engine_chat import EngineChatModel  # noqa: E402
 from pipelines.embedded import EMBEDDED_MODEL_ID  # noqa: E402
 from pipelines.registry import ModelRegistry, ModelSpec  # noqa: E402
@@ -43,7 +43,7 @@ async def main(args: argparse.Namespace) -> None:
     tools = ToolRegistry(builtin_tools(work), file_store=FileStore(work / "files"))
     await tools.invoke("knowledge_ingest", {"document": f"data:text/markdown;name=handbook.md,"
                                                         f"{(HERE / 'handbook.md').read_text()}"})
-    runtime = AgentRuntime(tools, work / "state", AgentLimits(max_steps=args.max_steps, max_calls=1))
+    runtime = AgentRuntime(tools, work / "state", limits=AgentLimits(max_steps=args.max_steps, max_calls=1))
     await runtime.open()
     rows = []
     for agent in args.agents.split(","):
@@ -53,9 +53,8 @@ async def main(args: argparse.Namespace) -> None:
 
             async def one(task):
                 async with gate:
-                    outcome = RunOutcome(run_id=f"{agent}-{backend}-{task['id']}", thread_id="")
-                    steps = [s async for s in runtime.run(f"agentd-{agent}", [{"role": "user", "content": task["request"]}],
-                                                          llm, outcome=outcome)]
+                    run = await runtime.start(f"agentd-{agent}", [{"role": "user", "content": task["request"]}], llm=llm)
+                    steps = [s async for s in run]
                     return score(task, steps, tools)
 
             started = time.perf_counter()

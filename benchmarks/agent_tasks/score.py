@@ -6,12 +6,13 @@ import math
 from typing import Any
 
 from agentd.agents.steps import Observation, Retry, Step, ToolCallStep
+from agentd.llm.chat_model import ToolCall
 from tools.base import ToolError
 from tools.builtin.calculator import evaluate
 from tools.registry import ToolRegistry
 
 
-def _matches(expect: dict[str, Any], call: ToolCallStep, observation: Observation | None) -> bool:
+def _matches(expect: dict[str, Any], call: ToolCall, observation: Observation | None) -> bool:
     if call.name != expect["tool"]:
         return False
     if "value" in expect:
@@ -29,7 +30,7 @@ def _matches(expect: dict[str, Any], call: ToolCallStep, observation: Observatio
 
 
 def score(task: dict[str, Any], steps: list[Step], tools: ToolRegistry) -> dict[str, Any]:
-    calls = [s for s in steps if isinstance(s, ToolCallStep)]
+    calls = [s.call for s in steps if isinstance(s, ToolCallStep)]
     observations = {s.call_id: s for s in steps if isinstance(s, Observation)}
     retries = sum(isinstance(s, Retry) for s in steps)
     valid = 0
@@ -42,6 +43,6 @@ def score(task: dict[str, Any], steps: list[Step], tools: ToolRegistry) -> dict[
                 pass
     remaining = list(task["expect"])
     for call in calls:
-        if remaining and _matches(remaining[0], call, observations.get(call.call_id)):
+        if remaining and _matches(remaining[0], call, observations.get(call.id)):
             remaining.pop(0)
     return {"solved": not remaining, "calls": len(calls), "valid_calls": valid, "attempts": len(calls) + retries}

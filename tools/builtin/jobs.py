@@ -1,38 +1,45 @@
 """`finetune`, `list_jobs`, `job_status`: fine-tuning jobs as tools an agent can call.
 
-`finetune` submits a durable job (the same one `/v1/fine_tuning/jobs` creates) and, when asked
-to wait, reports each training step as progress until the job ends or `max_wait_s` passes;
-the job keeps running either way.
+`finetune` submits a durable job through the jobs service (the same one `/v1/fine_tuning/jobs`
+creates) and, when asked to wait, reports each training step as progress until the job ends or
+`max_wait_s` passes; the job keeps running either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
+from agentd.jobs import JobNotFound
 from tools.base import ToolError
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
 
+if TYPE_CHECKING:
+    from agentd.jobs.service import JobService
+
+MAX_WAIT_S = 12 * 3600
+# The tool's own limit covers the longest wait plus checking the file before it.
+_TIMEOUT_S = MAX_WAIT_S + 600
+
 
 class JobTools(Toolkit):
-    def __init__(self, store, file_store, base_folder: Callable[[str], Path], poll_s: float = 1.0):
-        """`base_folder(model_id)` gives a served model's weights folder or raises ValueError."""
-        self.store, self.file_store, self.base_folder, self.poll_s = store, file_store, base_folder, poll_s
+    """The jobs service's tools; the service (and its store) belongs to whoever made it."""
 
-    @tool(long_running=True, timeout=24 * 3600)
+    def __init__(self, service: JobService, poll_s: float = 1.0):
+        self.service, self.poll_s = service, poll_s
+
+    @tool(long_running=True, timeout=_TIMEOUT_S)
     async def finetune(self, model: str, training_file: str, ctx: ToolContext,
                        method: Literal["lora", "qlora", "full"] = "lora",
                        epochs: Annotated[float, Field(gt=0, le=100)] = 3.0,
                        max_steps: Annotated[int | None, Field(ge=1)] = None,
                        learning_rate: Annotated[float | None, Field(gt=0, lt=1)] = None,
                        wait: bool = True,
-                       max_wait_s: Annotated[float, Field(ge=0)] = 1800.0) -> dict:
+                       max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 1800.0) -> dict:
         """Fine-tune a served model on an uploaded JSONL file; the result is a new model id to chat with.
 
         Args:
@@ -45,28 +52,25 @@ class JobTools(Toolkit):
             wait: wait for the job to end, reporting progress; false returns the job id at once.
             max_wait_s: the longest to wait before returning (the job keeps running).
         """
-        from agentd.jobs.fine_tune import FineTuneRequestError, create_job, validate_files
+        from agentd.jobs.fine_tune import FineTuneRequestError
 
-        try:
-            folder = self.base_folder(model)
-        except ValueError as error:
-            raise ToolError(str(error)) from None
+        deadline = time.monotonic() + max_wait_s
         hyperparameters: dict[str, Any] = {"method": method, "n_epochs": epochs}
         if max_steps:
             hyperparameters["max_steps"] = max_steps
         if learning_rate:
             hyperparameters["learning_rate"] = learning_rate
         try:
-            job = create_job(self.store, self.file_store, model=model, base_folder=folder,
-                             training_file=training_file, hyperparameters=hyperparameters)
+            job = await self.service.create_fine_tune(model=model, training_file=training_file,
+                                                      hyperparameters=hyperparameters)
         except FineTuneRequestError as error:
             raise ToolError(str(error)) from None
-        await asyncio.to_thread(validate_files, self.store, job.id)
+        job = await self.service.validated(job.id)
         if not wait:
-            return _summary(self.store.get(job.id))
-        deadline, last_step = time.monotonic() + max_wait_s, None
+            return _summary(job)
+        last_step = None
         while True:
-            job = self.store.get(job.id)
+            job = self.service.get(job.id)
             step = job.progress.get("step")
             if step is not None and step != last_step:
                 last_step = step
@@ -78,7 +82,11 @@ class JobTools(Toolkit):
             await asyncio.sleep(self.poll_s)
         if job.status == "failed":
             raise ToolError(f"fine-tuning job {job.id} failed: {(job.error or {}).get('message')}")
-        return _summary(job)
+        summary = _summary(job)
+        if not job.finished:
+            summary["note"] = (f"the job is still {job.status} after waiting {max_wait_s:g} s and keeps running; "
+                               f"follow it with job_status(job_id=\"{job.id}\")")
+        return summary
 
     @tool
     def list_jobs(self, status: Literal["validating_files", "queued", "running", "succeeded", "failed",
@@ -90,7 +98,7 @@ class JobTools(Toolkit):
             status: only jobs in this status.
             limit: how many jobs to list.
         """
-        return [_summary(job) for job in self.store.list(statuses=(status,) if status else (), limit=limit)]
+        return [_summary(job) for job in self.service.list(statuses=(status,) if status else (), limit=limit)]
 
     @tool
     def job_status(self, job_id: str) -> dict:
@@ -99,10 +107,8 @@ class JobTools(Toolkit):
         Args:
             job_id: the job id (ftjob-...).
         """
-        from agentd.jobs import JobNotFound
-
         try:
-            return _summary(self.store.get(job_id))
+            return _summary(self.service.get(job_id))
         except JobNotFound as error:
             raise ToolError(str(error)) from None
 

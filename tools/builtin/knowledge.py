@@ -16,6 +16,10 @@ class KnowledgeTools(Toolkit):
     def __init__(self, knowledge_base: KnowledgeBase):
         self.knowledge_base = knowledge_base
 
+    def close(self) -> None:
+        """The registry calls this on shutdown; the toolkit owns its knowledge base."""
+        self.knowledge_base.close()
+
     @tool
     def knowledge_search(self, query: str,
                          top_k: Annotated[int, Field(ge=1, le=20)] = 5) -> list[dict]:

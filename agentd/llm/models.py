@@ -1,0 +1,16 @@
+"""Which chat model an agent thinks with, given the engine that serves its brain."""
+
+from __future__ import annotations
+
+from agentd.llm.chat_model import ChatModel
+from agentd.llm.engine_chat import EngineChatModel
+from agentd.llm.upstream_chat import UpstreamChatModel
+from pipelines.engine import TextEngine
+from pipelines.openai_engine import OpenAIUpstreamEngine
+
+
+def chat_model_for(engine: TextEngine, model_id: str) -> ChatModel:
+    """An upstream engine keeps its native tool calling; a local one decodes under constraints."""
+    if isinstance(engine, OpenAIUpstreamEngine):
+        return UpstreamChatModel(engine, model_id)
+    return EngineChatModel(engine, model_id)

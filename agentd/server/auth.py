@@ -1,0 +1,56 @@
+"""API keys: the bearer check for the routes and for plain ASGI apps mounted beside them (MCP)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+
+from agentd.server.errors import APIError, error_body
+
+UNAUTHORIZED = "Incorrect or missing API key. Send it as `Authorization: Bearer <key>`."
+
+
+def bearer_ok(authorization: str, keys: Sequence[str]) -> bool:
+    """True when no keys are configured or the header carries one of them (constant-time compare)."""
+    if not keys:
+        return True
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and any(secrets.compare_digest(token, key) for key in keys)
+
+
+def api_key_guard(keys: Sequence[str]) -> dict[str, Any]:
+    """`APIRouter(**api_key_guard(keys))`: its routes answer 401 without a key, and say so in OpenAPI."""
+    if not keys:
+        return {}
+
+    def require_api_key(request: Request) -> None:
+        if not bearer_ok(request.headers.get("authorization", ""), keys):
+            raise APIError(401, UNAUTHORIZED, code="invalid_api_key")
+
+    return {"dependencies": [Depends(require_api_key)],
+            "responses": {401: {"description": "The API key is missing or wrong"}}}
+
+
+class BearerGuard:
+    """Wrap a plain ASGI app (the MCP endpoint) with the same bearer check as the routes.
+
+    A class, not a closure: Starlette treats a plain function given to `add_route` as a
+    request → response handler rather than as an ASGI app.
+    """
+
+    def __init__(self, asgi_app, keys: Sequence[str]):
+        self.asgi_app = asgi_app
+        self.keys = keys
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            if not bearer_ok(header, self.keys):
+                response = JSONResponse(error_body(401, UNAUTHORIZED, code="invalid_api_key"), 401)
+                await response(scope, receive, send)
+                return
+        await self.asgi_app(scope, receive, send)

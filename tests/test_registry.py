@@ -1,0 +1,56 @@
+"""The model registry's on-demand models: found by id when first asked for, unloaded least recently
+used under a memory budget. Real engines on the tiny model."""
+
+from __future__ import annotations
+
+from pipelines.registry import ModelRegistry, ModelSpec
+from tests.conftest import DATA_DIR
+
+
+def on_demand(tiny, budget_models: float, ids: str = "abc") -> ModelRegistry:
+    """A registry whose on-demand budget holds `budget_models` copies of the tiny model."""
+    size = sum(path.stat().st_size for path in tiny.glob("*.safetensors"))
+    registry = ModelRegistry([], DATA_DIR, on_demand_memory_mb=budget_models * size / 2**20)
+    for model_id in ids:
+        registry.add(ModelSpec(id=model_id, kind="local", location=str(tiny)))
+    return registry
+
+
+async def test_the_least_recently_used_idle_model_makes_room(tiny):
+    registry = on_demand(tiny, 2.5)
+    await registry.ensure("a")
+    await registry.ensure("b")
+    first_a = registry.engines["a"]
+    await registry.ensure("a")  # used again: now b is the least recently used
+    await registry.ensure("c")
+    assert set(registry.engines) == {"a", "c"} and registry.engines["a"] is first_a
+    assert registry.ready and not registry.failures
+    await registry.ensure("b")  # unloaded models load again when asked for
+    assert set(registry.engines) == {"c", "b"}
+    await registry.close()
+
+
+async def test_without_a_budget_every_model_stays_loaded(tiny):
+    registry = on_demand(tiny, 1.0)
+    registry.on_demand_memory_mb = None
+    for model_id in "abc":
+        await registry.ensure(model_id)
+    assert set(registry.engines) == {"a", "b", "c"}
+    await registry.close()
+
+
+async def test_an_unknown_id_is_resolved_once_then_served(tiny):
+    registry = ModelRegistry([], DATA_DIR)
+    asked = []
+
+    def resolve(model_id: str) -> ModelSpec | None:
+        asked.append(model_id)
+        return ModelSpec(id=model_id, kind="local", location=str(tiny)) if model_id.startswith("ft:") else None
+
+    registry.resolve = resolve
+    await registry.ensure("nonsense")
+    assert "nonsense" not in registry.specs and not registry.failures and registry.ready
+    await registry.ensure("ft:tiny")
+    await registry.ensure("ft:tiny")
+    assert asked == ["nonsense", "ft:tiny"] and "ft:tiny" in registry.engines and "ft:tiny" in registry.on_demand
+    await registry.close()
