@@ -43,6 +43,7 @@ def test_auto_mode_separates_words_and_calls_however_the_text_is_split(split):
     assert content == "Let me check. "
     assert [s.name for s in starts] == ["get_weather", "get_weather"]
     assert [json.loads(a) for a in args] == [{"city": "Paris"}, {"city": "Rome"}]
+    assert args == ['{"city": "Paris"}', '{"city": "Rome"}']  # as OpenAI sends them: no leading space
     assert [c["arguments"] for c in parser.calls] == args
     assert starts[0].id != starts[1].id and starts[0].id.startswith("call_")
 

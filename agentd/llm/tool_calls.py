@@ -20,7 +20,9 @@ from pipelines.engine import Constraint
 
 TOOL_CALL_START = "<tool_call>"
 TOOL_CALL_END = "</tool_call>"
-_HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
+# The lookahead holds the header back until the arguments' first character has arrived, so
+# the space a model writes after the colon never becomes part of the arguments string.
+_HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*(?=\S)')
 
 
 @dataclass
