@@ -4,7 +4,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import MODEL, start_server
+from tests.conftest import DATA_DIR, MODEL, start_server
 
 QUESTION = [{"role": "user", "content": "Hi"}]
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -163,3 +163,26 @@ def test_constraints_the_handlers_enforce_are_in_the_document(http):
     for purpose in ("", "nonsense"):
         bad = http.post("/v1/files", files={"file": ("a.txt", b"hi")}, data={"purpose": purpose})
         assert bad.status_code == 400 and error_of(bad)["param"] == "purpose"
+
+
+def test_a_locked_data_store_is_503_not_500(registry, tmp_path):
+    import sqlite3
+
+    running = start_server(registry)
+    blobs = DATA_DIR / "files" / "blobs"
+    before = set(blobs.iterdir())
+    try:
+        files_db = sqlite3.connect(DATA_DIR / "files" / "files.sqlite", isolation_level=None)
+        files_db.execute("BEGIN EXCLUSIVE")  # another process holding the write lock past the busy timeout
+        try:
+            with httpx.Client(base_url=running.url, timeout=60) as http:
+                answer = http.post("/v1/files", files={"file": ("notes.txt", b"hello")}, data={"purpose": "assistants"})
+        finally:
+            files_db.rollback()
+            files_db.close()
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["type"] == "service_unavailable"
+        assert "locked" in answer.json()["error"]["message"]
+        assert set(blobs.iterdir()) == before, "the refused upload left bytes behind that no file id names"
+    finally:
+        running.stop()

@@ -57,9 +57,13 @@ class FileStore:
         partial = self._blobs / f"{stored.id}.partial"
         partial.write_bytes(data)
         partial.rename(self._blobs / stored.id)
-        self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                         (stored.id, stored.filename, stored.bytes, stored.created_at, stored.purpose,
-                          stored.mime_type))
+        try:
+            self._db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                             (stored.id, stored.filename, stored.bytes, stored.created_at, stored.purpose,
+                              stored.mime_type))
+        except BaseException:
+            (self._blobs / stored.id).unlink(missing_ok=True)  # no bytes on disk that no id names
+            raise
         return stored
 
     def get(self, file_id: str) -> StoredFile:

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agentd.store import StoreError
 from pipelines.engine import EngineError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, error: StarletteHTTPException) -> JSONResponse:
         # Keeps the headers an HTTPException carries (`WWW-Authenticate`, `Allow`).
         return JSONResponse(error_body(error.status_code, str(error.detail)), error.status_code, headers=error.headers)
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, error: StoreError) -> JSONResponse:
+        # A locked or full database is the server's state, not a bug: the client may retry.
+        log.error("data store unavailable: %s", error)
+        return JSONResponse(error_body(503, f"the server's data store is unavailable ({error.reason}); "
+                                            "nothing was recorded, try again shortly"), 503)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> JSONResponse:
