@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     # `ID=KEY` for an upstream model of `models` that wants a bearer key. Secret, so that the
     # settings' repr and dumps never show it; only that upstream's client holds it in clear.
     upstream_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
-    api_keys: CommaList = Field(default_factory=list)
+    # Keys this server accepts as `Authorization: Bearer …`; secret for the same reason.
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     cors_origins: CommaList = Field(default_factory=list)
     data_dir: Path = Path.home() / ".cache" / "agentd"
     dtype: str = "auto"
@@ -73,3 +74,8 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
                              f"model served here (upstream models: {upstream})")
         keys[model_id.strip()] = key.strip()
     return [replace(spec, api_key=keys[spec.id]) if spec.id in keys else spec for spec in specs]
+
+
+def accepted_api_keys(settings: Settings) -> list[str]:
+    """The keys clients may send, in clear: for the bearer check alone."""
+    return [key.get_secret_value() for key in settings.api_keys]

@@ -60,11 +60,12 @@ class TextDelta:
 class EngineError(Exception):
     """A request the engine cannot serve; ``status`` says whose fault it is."""
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None):
+    def __init__(self, message: str, status: int = 400, param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
         self.param = param
+        self.code = code
 
 
 class ConstraintError(EngineError):

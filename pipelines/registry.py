@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.embedded import EMBEDDED_MODEL_ID, embedded_model_folder
-from pipelines.engine import TextEngine
+from pipelines.engine import EngineError, TextEngine
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,17 @@ class ModelRegistry:
         if spec.kind == "upstream":
             return None
         return embedded_model_folder(self._data_dir) if spec.kind == "embedded" else Path(spec.location)
+
+    def engine(self, model_id: str) -> TextEngine:
+        """The loaded engine; EngineError 503 while it loads or after a failed load, 404 when unknown."""
+        if model_id in self.engines:
+            return self.engines[model_id]
+        if model_id in self.failures:
+            raise EngineError(f"model {model_id} failed to load: {self.failures[model_id]}", 503, param="model")
+        if model_id in self.specs:
+            raise EngineError(f"model {model_id} is still loading; try again shortly", 503, param="model")
+        raise EngineError(f"The model `{model_id}` does not exist. Available: {sorted(self.specs)}", 404,
+                          param="model", code="model_not_found")
 
     def folder(self, model_id: str) -> Path:
         """The weights folder of a local model, for training on it."""

@@ -89,10 +89,12 @@ def test_api_keys(registry):
             guarded.client(api_key="wrong").chat.completions.create(model=MODEL, messages=QUESTION)
         assert MODEL in [m.id for m in guarded.client(api_key="second").models.list()]
         reply = guarded.client(api_key="sesame").chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=2)
+            model=MODEL, messages=QUESTION, max_tokens=2, temperature=0)
         assert reply.choices[0].message.content
         assert httpx.get(f"{guarded.url}/health").status_code == 200
         assert error_of(httpx.get(f"{guarded.url}/v1/models"))["code"] == "invalid_api_key"
+        settings = guarded.app.state.settings
+        assert "sesame" not in repr(settings) and "sesame" not in settings.model_dump_json()
     finally:
         guarded.stop()
 

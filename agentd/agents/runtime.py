@@ -120,11 +120,10 @@ class AgentRuntime:
         if self.models is None or not self.model_id:
             raise EngineError("no model is served for agents to think with", status=503, param="model")
         await self.models.ensure(self.model_id)
-        engine = self.models.engines.get(self.model_id)
-        if engine is None:
-            failure = self.models.failures.get(self.model_id)
-            reason = f"failed to load: {failure}" if failure else "is still loading; try again shortly"
-            raise EngineError(f"the agents' model {self.model_id} {reason}", status=503, param="model")
+        try:
+            engine = self.models.engine(self.model_id)
+        except EngineError as error:
+            raise EngineError(f"the agents' {error.message}", error.status, param="model") from None
         return chat_model_for(engine, self.model_id)
 
     async def start(self, agent_id: str, messages: list[dict[str, Any]], *, thread_id: str | None = None,

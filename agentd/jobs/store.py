@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0, worker_pid INTEGER, cancel_requested INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at);
+-- The manager asks every tick which jobs succeeded since its last look.
+CREATE INDEX IF NOT EXISTS jobs_by_end ON jobs (status, finished_at);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, created_at REAL NOT NULL,
     level TEXT NOT NULL, type TEXT NOT NULL, message TEXT NOT NULL, data TEXT);

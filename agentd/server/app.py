@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
-from agentd.config import Settings, model_specs
+from agentd.config import Settings, accepted_api_keys, model_specs
 from agentd.jobs.fine_tune import validate_upload
 from agentd.jobs.service import JobService
 from agentd.server.agents import create_agent_completion, run_routes
@@ -100,7 +100,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
-    v1 = APIRouter(prefix="/v1", **api_key_guard(settings.api_keys))
+    api_keys = accepted_api_keys(settings)
+    v1 = APIRouter(prefix="/v1", **api_key_guard(api_keys))
 
     @v1.get("/models")
     async def list_models() -> dict[str, Any]:
@@ -134,7 +135,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         v1.include_router(file_router(tools.context.file_store, max_upload_bytes=settings.max_upload_mb * 2**20,
                                       validators={"fine-tune": validate_upload}))
     app.include_router(v1)
-    app.add_route("/mcp", BearerGuard(mcp_endpoint, settings.api_keys))
+    app.add_route("/mcp", BearerGuard(mcp_endpoint, api_keys))
 
     @app.get("/health", responses={503: {"description": "A model failed or is still loading",
                                          "content": {"application/json": {}}}})

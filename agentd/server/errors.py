@@ -31,7 +31,7 @@ class APIError(Exception):
 
     @classmethod
     def from_engine(cls, error: EngineError) -> APIError:
-        return cls(error.status, error.message, param=error.param)
+        return cls(error.status, error.message, param=error.param, code=error.code)
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, error: EngineError) -> JSONResponse:
-        return JSONResponse(error_body(error.status, error.message, error.param), error.status)
+        return JSONResponse(error_body(error.status, error.message, error.param, error.code), error.status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:

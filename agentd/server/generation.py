@@ -27,16 +27,10 @@ from pipelines.registry import ModelRegistry
 
 
 def find_engine(registry: ModelRegistry, model: str) -> TextEngine:
-    if model in registry.engines:
-        return registry.engines[model]
-    if model in registry.failures:
-        raise APIError(503, f"model {model} failed to load: {registry.failures[model]}", param="model")
-    if model in registry.specs:
-        raise APIError(503, f"model {model} is still loading; try again shortly", param="model")
-    raise APIError(
-        404, f"The model `{model}` does not exist. Available: {sorted(registry.specs)}",
-        param="model", code="model_not_found",
-    )
+    try:
+        return registry.engine(model)
+    except EngineError as error:
+        raise APIError.from_engine(error) from error
 
 
 def sampling_params(body: Any, max_tokens: int | None) -> SamplingParams:
