@@ -172,5 +172,6 @@ def test_the_job_tools_use_the_apps_jobs_service_and_leave_with_it(registry, tmp
     finally:
         running.stop()
     assert "finetune" not in shared and "job_status" not in shared
+    assert not shared._toolkits  # the toolkit itself is forgotten too, not only its tools
     assert service.store._db.closed  # the one connection the tools used, closed with the service
     shared.close()

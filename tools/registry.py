@@ -56,6 +56,12 @@ class ToolRegistry:
     def remove(self, name: str) -> None:
         self._tools.pop(name, None)
 
+    def remove_toolkit(self, toolkit: Toolkit) -> None:
+        """Take a toolkit's tools out and forget it (its owner closes it)."""
+        for member in toolkit.tools():
+            self._tools.pop(member.name, None)
+        self._toolkits = [kept for kept in self._toolkits if kept is not toolkit]
+
     def get(self, name: str) -> Tool:
         return self._tools[name]
 

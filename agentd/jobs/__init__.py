@@ -1,6 +1,8 @@
 """Durable jobs: a SQLite store, worker processes, a manager that queues, runs, cancels and resumes.
 
-Callers (the HTTP routes, the tools, the CLI) go through `agentd.jobs.service.JobService`.
+Callers (the HTTP routes, the tools, the CLI) create, cancel and list jobs through
+`agentd.jobs.service.JobService`; what a job left behind (events, metrics, checkpoints) they
+read from its `store`.
 Fine-tuning is the first kind of job; evaluation uses the same machinery.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from agentd.jobs import FAILED, VALIDATING, Job
-from agentd.jobs.fine_tune import (KIND, FineTuneRequestError, checkpoint_spec, fine_tuned_model_id,
+from agentd.jobs.fine_tune import (KIND, FineTuneRequestError, checkpoint_model_id, checkpoint_spec,
                                    fine_tuned_spec, parse_model_id, training_params, validate_files)
 from agentd.jobs.manager import JobManager
 from pipelines.registry import ModelSpec
@@ -147,11 +147,15 @@ class JobService:
             return None
         prefix, step = parsed
         for job in self.store.with_id_prefix(prefix):
-            if job.kind != KIND or not model_id.startswith(
-                    fine_tuned_model_id(job.params["model"], job.id, job.params.get("suffix"))):
+            if job.kind != KIND:
                 continue
             if step is None:
-                return fine_tuned_spec(job)
+                spec = fine_tuned_spec(job)
+                if spec is not None and spec.id == model_id:
+                    return spec
+                continue
+            if checkpoint_model_id(job, step) != model_id:
+                continue
             for entry in self.store.checkpoints(job.id):
                 if entry["step"] == step and Path(entry["path"]).is_dir():
                     return checkpoint_spec(job, step, Path(entry["path"]))

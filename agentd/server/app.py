@@ -60,8 +60,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     jobs.on_new_model(registry.add)  # each fine-tune as it succeeds, those from before at start
     if registry.resolve is None:  # checkpoints, and fine-tunes another process just finished
         registry.resolve = jobs.model_spec  # (a registry shared by several apps keeps the first's)
-    job_tools = (tools.add(JobTools(jobs))
-                 if "finetune" not in tools and tools.context.file_store is not None else [])
+    job_tools = JobTools(jobs) if "finetune" not in tools and tools.context.file_store is not None else None
+    if job_tools is not None:
+        tools.add(job_tools)
     agents = AgentRuntime(tools, settings.data_dir, registry, settings.agent_model or next(iter(registry.specs), ""),
                           AgentLimits(max_steps=settings.agent_max_steps, time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
@@ -83,9 +84,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
             await registry.close()
         if owns_tools:
             tools.close()
-        else:  # a shared tool registry outlives this app's jobs service
-            for tool in job_tools:
-                tools.remove(tool.name)
+        elif job_tools is not None:  # a shared tool registry outlives this app's jobs service
+            tools.remove_toolkit(job_tools)
 
     app = FastAPI(title="agentd", lifespan=lifespan)
     app.state.settings = settings

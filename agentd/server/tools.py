@@ -10,6 +10,7 @@ unless `?inline=false`, their bytes in base64. Bad arguments are a 400 and an un
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -125,16 +126,21 @@ def _check_schema(found: Tool, arguments: dict[str, Any]) -> None:
     Pydantic would take `true` for a number; a client reading the document must not find that
     it may. Image and file arguments are left to the tool, which resolves uploads, ids and URLs.
     """
-    schema = found.parameters
-    relaxed = {**schema, "properties": {key: ({} if "x-agentd-type" in prop else prop)
-                                        for key, prop in schema.get("properties", {}).items()}}
-    problems = [(_where(problem), problem.message)
-                for problem in jsonschema.Draft202012Validator(relaxed).iter_errors(arguments)]
+    problems = [(_where(problem), problem.message) for problem in _validator(found).iter_errors(arguments)]
     if problems:
         problems.sort()
         described = "; ".join(f"{where or 'arguments'}: {message}" for where, message in problems)
         raise APIError(400, f"invalid arguments — {described}", param=problems[0][0] or None,
                        code="invalid_tool_arguments")
+
+
+@functools.lru_cache(maxsize=512)
+def _validator(found: Tool) -> jsonschema.Draft202012Validator:
+    """Built once per tool (not per call): the published schema, image and file arguments left open."""
+    schema = found.parameters
+    relaxed = {**schema, "properties": {key: ({} if "x-agentd-type" in prop else prop)
+                                        for key, prop in schema.get("properties", {}).items()}}
+    return jsonschema.Draft202012Validator(relaxed)
 
 
 def _where(problem: jsonschema.ValidationError) -> str:
