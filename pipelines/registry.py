@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,7 @@ class ModelRegistry:
     Models added while serving (fine-tunes, their checkpoints) load on first use and do not hold
     up `ready`. `resolve(model_id)`, when set, names the model behind an id not offered yet (it
     may be slow: it runs in a thread). Under `on_demand_memory_mb`, loading one more on-demand
-    model first closes the least recently used idle ones.
+    model first closes the least recently used idle ones: never one a request holds a `lease` on.
     """
 
     def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "auto",
@@ -61,6 +62,8 @@ class ModelRegistry:
         self._loading: dict[str, asyncio.Task] = {}
         self._last_used: dict[str, float] = {}
         self._sizes: dict[str, int] = {}
+        self._leases: dict[str, weakref.WeakSet[Lease]] = {}
+        self._room = asyncio.Lock()  # one on-demand load (and the unloading it needs) at a time
         self._data_dir = data_dir
         self._dtype = dtype
 
@@ -94,6 +97,22 @@ class ModelRegistry:
         if model_id in self.engines:
             self._last_used[model_id] = time.monotonic()
 
+    async def lease(self, model_id: str) -> Lease:
+        """The engine of `model_id` for one request, loaded if need be (see `ensure`) and kept
+        loaded until the lease is released or dropped. EngineError as `engine` raises it."""
+        lease = Lease(self, model_id)
+        self._leases.setdefault(model_id, weakref.WeakSet()).add(lease)  # held while loading, too
+        try:
+            await self.ensure(model_id)
+            lease.engine = self.engine(model_id)
+        except BaseException:
+            lease.release()
+            raise
+        return lease
+
+    def _in_use(self, model_id: str) -> bool:
+        return bool(self._leases.get(model_id)) or self.engines[model_id].active_sequences > 0
+
     async def _load_on_demand(self, model_id: str) -> None:
         try:
             spec = self.specs.get(model_id)
@@ -102,10 +121,11 @@ class ModelRegistry:
                 if spec is None:
                     return
                 self.add(spec)
-            await self._make_room(_weights_bytes(self._folder_of(spec)), keep=model_id)
-            engine = await asyncio.to_thread(self._load, spec)
-            self.engines[model_id], self._sizes[model_id] = engine, _engine_bytes(engine)
-            await self._make_room(0, keep=model_id)
+            async with self._room:
+                await self._make_room(_weights_bytes(self._folder_of(spec)), keep=model_id)
+                engine = await asyncio.to_thread(self._load, spec)
+                self.engines[model_id], self._sizes[model_id] = engine, _engine_bytes(engine)
+                await self._make_room(0, keep=model_id)
         except Exception as error:  # noqa: BLE001 - recorded and reported by /health and the 503
             log.exception("loading %s failed", model_id)
             self.on_demand.add(model_id)
@@ -114,18 +134,22 @@ class ModelRegistry:
             self._loading.pop(model_id, None)
 
     async def _make_room(self, needed: int, keep: str) -> None:
-        """Close least recently used idle on-demand engines until `needed` more bytes fit the budget."""
+        """Close least recently used idle on-demand engines until `needed` more bytes fit the budget.
+
+        Called under `self._room`; a model leased or generating while an earlier one closes is skipped.
+        """
         if self.on_demand_memory_mb is None:
             return
         budget = self.on_demand_memory_mb * 2**20
         loaded = [model_id for model_id in self.engines if model_id in self.on_demand]
         used = sum(self._sizes.get(model_id, 0) for model_id in loaded)
-        idle = sorted((model_id for model_id in loaded
-                       if model_id != keep and self.engines[model_id].active_sequences == 0),
-                      key=lambda model_id: self._last_used.get(model_id, 0.0))
-        for model_id in idle:
+        by_age = sorted((model_id for model_id in loaded if model_id != keep and self._sizes.get(model_id)),
+                        key=lambda model_id: self._last_used.get(model_id, 0.0))
+        for model_id in by_age:
             if used + needed <= budget:
                 return
+            if model_id not in self.engines or self._in_use(model_id):
+                continue
             engine = self.engines.pop(model_id)
             used -= self._sizes.pop(model_id, 0)
             log.info("unloading %s to stay under the on-demand memory budget", model_id)
@@ -186,6 +210,18 @@ class ModelRegistry:
             task.cancel()
         for engine in self.engines.values():
             await engine.close()
+
+
+class Lease:
+    """One request's hold on a model: the registry does not unload it to make room while the
+    lease is held, that is until `release()` or until nothing refers to the lease any more."""
+
+    def __init__(self, registry: ModelRegistry, model_id: str):
+        self._registry, self.model_id = registry, model_id
+        self.engine: TextEngine | None = None
+
+    def release(self) -> None:
+        self._registry._leases.get(self.model_id, weakref.WeakSet()).discard(self)
 
 
 def _weights_bytes(folder: Path | None) -> int:

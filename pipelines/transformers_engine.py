@@ -15,6 +15,7 @@ survivors again from their prompt and the tokens they have so far.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -64,6 +65,11 @@ class _Sequence:
         log.error("generation failed for one request", exc_info=error)
         self.finished = True
         self.send(EngineError(f"generation failed: {error}", status=500))
+
+    def unloaded(self, error: EngineError) -> None:
+        self.finished = True
+        with contextlib.suppress(RuntimeError):  # its event loop is gone: nobody is waiting
+            self.send(error)
 
     def finish(self, reason: str, text: str = "") -> None:
         self.finished = True
@@ -119,6 +125,7 @@ class TransformersEngine(TextEngine):
         self._pending: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
         self._active = 0
         self._closing = False
+        self._closing_lock = threading.Lock()  # no sequence joins `_pending` once closing is set
         self._worker = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
         self._worker.start()
 
@@ -202,7 +209,10 @@ class TransformersEngine(TextEngine):
             generator=generator,
             matcher=matcher,
         )
-        self._pending.put(seq)
+        with self._closing_lock:
+            if self._closing:
+                raise self._unloaded()
+            self._pending.put(seq)
         try:
             while True:
                 item = await seq.outbox.get()
@@ -220,9 +230,14 @@ class TransformersEngine(TextEngine):
         return self._active
 
     async def close(self) -> None:
-        self._closing = True
-        self._pending.put(None)
+        """Stop the worker; every sequence still running or waiting fails with a 503 (retry)."""
+        with self._closing_lock:
+            self._closing = True
+            self._pending.put(None)
         await asyncio.to_thread(self._worker.join, 30)
+
+    def _unloaded(self) -> EngineError:
+        return EngineError(f"the model {self.info.id} was unloaded; retry", status=503, param="model")
 
     # -- the worker thread ------------------------------------------------------------------
 
@@ -243,6 +258,15 @@ class TransformersEngine(TextEngine):
                     live = [s for s in dict.fromkeys(rows) if not s.done]
                     batch = self._without_finished(self._start(live)) if live else None
                 self._active = len(batch.sequences) if batch else 0
+            # Closing: whatever is still running or waiting ends now, or its stream would wait forever.
+            left = list(batch.sequences) if batch else []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    left.append(self._pending.get_nowait())
+            for seq in left:
+                if seq is not None and not seq.done:
+                    seq.unloaded(self._unloaded())
+            self._active = 0
 
     def _start(self, sequences: list[_Sequence]) -> _Batch | None:
         """Prefill sequences as one batch or, when that fails, one at a time, so that only a

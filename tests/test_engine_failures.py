@@ -5,6 +5,7 @@ The failures are real ones: a request whose sampling cannot work, and forward pa
 """
 
 import asyncio
+import threading
 from contextlib import contextmanager
 
 import pytest
@@ -126,3 +127,37 @@ def test_validate_refuses_a_constraint_the_grammar_cannot_compile(engine, schema
     with pytest.raises(ConstraintError) as caught:
         asyncio.run(engine.validate(request))
     assert caught.value.status == 400 and "cannot be enforced" in caught.value.message
+
+
+def test_closing_the_engine_fails_what_runs_and_what_waits_with_a_503(tiny):
+    """An engine unloaded under load: a stream still running, one waiting for room in the batch
+    and one started afterwards all end at once with a 503 to retry, none waits forever."""
+    engine = TransformersEngine("closing", tiny, max_batch_size=1)
+    at_gate, gate = threading.Event(), threading.Event()
+
+    def hold_decoding(_module, _args, kwargs):
+        if kwargs["input_ids"].shape[1] == 1:  # a decode step: wait until the engine is closing
+            at_gate.set()
+            gate.wait(30)
+
+    engine.model.register_forward_pre_hook(hold_decoding, with_kwargs=True)
+
+    async def scenario():
+        running = asyncio.create_task(collect(engine, ask(QUESTIONS[0], max_tokens=100)))
+        await asyncio.to_thread(at_gate.wait, 30)
+        waiting = asyncio.create_task(collect(engine, ask(QUESTIONS[1])))  # the batch is full: it waits
+        await asyncio.sleep(0.1)
+        closing = asyncio.create_task(engine.close())
+        await asyncio.sleep(0.1)
+        gate.set()
+        await closing
+        ended = await asyncio.wait_for(asyncio.gather(running, waiting, return_exceptions=True), 10)
+        late = await asyncio.wait_for(asyncio.gather(collect(engine, ask(QUESTIONS[2])), return_exceptions=True), 5)
+        return ended + late
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        gate.set()
+    assert [type(r) for r in results] == [EngineError] * 3, results
+    assert all(r.status == 503 and "unloaded; retry" in r.message for r in results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentd.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, VALIDATING, open_store
+from agentd.jobs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, VALIDATING, jobs_root, open_store
 from agentd.jobs.fine_tune import KIND, training_params
 from agentd.jobs.manager import JobManager
 from agentd.jobs.service import JobService
@@ -201,11 +202,33 @@ async def test_each_succeeded_job_is_offered_as_a_model_once_whoever_ran_it(tiny
     later = record_job(store, tiny, tickets)
     succeed(later)
     await asyncio.sleep(0.5)  # a few ticks
-    assert threads == {threading.current_thread()}  # the manager's ticks run on the event loop, not a thread
+    assert threads == {threading.current_thread()}  # hooks run on the event loop, not in the ticks' thread
     service.notice_finished()
     assert [spec.id for spec in offered] == [f"ft:tiny:agentd::{before[6:14]}", f"ft:tiny:agentd::{later[6:14]}"]
     assert offered[1].location == str(tiny) and offered[1].adapter == "/adapter"
     assert service.model_spec(offered[1].id) == offered[1]
     assert service.model_spec("ft:tiny:agentd::00000000") is None and service.model_spec("tiny") is None
     await service.close()
+    store.close()
+
+
+async def test_a_store_locked_by_another_process_does_not_freeze_the_event_loop(tiny, tickets, tmp_path):
+    """The manager's claim waits out another writer (a worker, the CLI) in its own thread."""
+    store = open_store(tmp_path)
+    job_id = record_job(store, tiny, tickets)
+    manager = JobManager(tmp_path, store=store, poll_s=0.05)
+    writer = sqlite3.connect(jobs_root(tmp_path) / "jobs.sqlite", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the write lock, held as a long transaction elsewhere would
+    await manager.start()
+    longest, last, until = 0.0, time.monotonic(), time.monotonic() + 1.5
+    while last < until:
+        await asyncio.sleep(0.02)
+        longest, last = max(longest, time.monotonic() - last), time.monotonic()
+    writer.execute("UPDATE jobs SET status = ? WHERE id = ?", (CANCELLED, job_id))  # so nothing launches
+    writer.execute("COMMIT")
+    writer.close()
+    await manager.close()
+    assert longest < 0.5, f"the event loop stood still for {longest:.1f} s"
+    store = open_store(tmp_path)
+    assert store.get(job_id).status == CANCELLED and store.get(job_id).worker_pid is None
     store.close()

@@ -3,6 +3,9 @@ used under a memory budget. Real engines on the tiny model."""
 
 from __future__ import annotations
 
+import asyncio
+
+from pipelines.engine import GenerationRequest, SamplingParams
 from pipelines.registry import ModelRegistry, ModelSpec
 from tests.conftest import DATA_DIR
 
@@ -53,4 +56,32 @@ async def test_an_unknown_id_is_resolved_once_then_served(tiny):
     await registry.ensure("ft:tiny")
     await registry.ensure("ft:tiny")
     assert asked == ["nonsense", "ft:tiny"] and "ft:tiny" in registry.engines and "ft:tiny" in registry.on_demand
+    await registry.close()
+
+
+async def test_a_leased_model_is_not_unloaded_to_make_room(tiny):
+    registry = on_demand(tiny, 1.5)
+    lease = await registry.lease("a")  # a request holding "a", between its validation and its stream
+    await registry.ensure("b")
+    assert set(registry.engines) == {"a", "b"}  # over the budget rather than pulling "a" from under it
+    request = GenerationRequest(params=SamplingParams(max_tokens=3, temperature=0), prompt="Hello")
+    assert [delta async for delta in lease.engine.stream(request)][-1].finish_reason == "length"
+    lease.release()
+    await registry.ensure("c")
+    assert set(registry.engines) == {"c"}
+    both = await asyncio.gather(registry.lease("a"), registry.lease("b"))  # loaded at once, both held
+    assert set(registry.engines) == {"a", "b"} and [lease.engine for lease in both] == [
+        registry.engines["a"], registry.engines["b"]]
+    await registry.close()
+
+
+async def test_concurrent_loads_under_a_budget_do_not_fail_healthy_models(tiny):
+    registry = on_demand(tiny, 1.0, ids="abcd")
+    registry.on_demand_memory_mb = None
+    await registry.ensure("a")
+    await registry.ensure("b")
+    registry.on_demand_memory_mb = 1.5 * registry._sizes["a"] / 2**20  # now both must go to make room
+    await asyncio.gather(registry.ensure("c"), registry.ensure("d"))
+    assert not registry.failures and registry.ready
+    assert set(registry.engines) == {"d"}  # one load at a time, each unloading what it must
     await registry.close()

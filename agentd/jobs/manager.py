@@ -1,8 +1,10 @@
 """Runs queued jobs in worker processes, a bounded number at once, and watches them end.
 
-Nothing here runs a job in the caller's process. The watching loop runs on the event loop
-itself (its store calls are short SQLite writes, Popen returns at once), so the worker table
-has one owner and `close()` can promise that nothing launches after it returns. A worker that
+Nothing here runs a job in the caller's process. Each pass of the watching loop runs in a
+thread (its SQLite calls may wait out another process's write lock), one pass at a time; the
+worker table changes only under `_lock`, where `launch` also checks that the manager is not
+closed, so nothing launches once `close()` returns. The on-success hooks run on the event loop
+(they touch the server's model registry). A worker that
 dies without recording an end (killed, out of memory) is started again to resume from its last
 checkpoint, up to `max_attempts`; then the job fails with the tail of its log as the reason.
 """
@@ -16,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,8 +73,10 @@ class JobManager:
         self._workers: dict[str, _Worker] = {}
         self._task: asyncio.Task | None = None
         self._closed = False
+        self._lock = threading.Lock()  # guards `_workers` and `_closed`
         self._success_mark = 0.0
         self._noticed: dict[str, float] = {}
+        self._noticed_lock = threading.Lock()  # a pass and a request may look for successes at once
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -79,19 +84,20 @@ class JobManager:
         """Jobs left `running` by a dead server: adopt their workers if still alive, requeue the others."""
         for job in self.store.list(statuses=(RUNNING,), limit=10_000):
             if job.worker_pid and is_worker_of(job.worker_pid, job.id):
-                self._workers[job.id] = _Worker(job.id, job.worker_pid)
+                with self._lock:
+                    self._workers[job.id] = _Worker(job.id, job.worker_pid)
             else:
                 self._retry_or_fail(job, "the server stopped while the job was running")
 
     async def start(self) -> None:
-        self.recover()
+        await asyncio.to_thread(self.recover)
         self.notice_finished()
         self._task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._closed:
             try:
-                self.tick()
+                self._call_hooks(await asyncio.to_thread(self.tick))
             except Exception:  # noqa: BLE001 - the loop must outlive one bad tick
                 log.exception("job manager tick failed")
             await asyncio.sleep(self.poll_s)
@@ -99,14 +105,13 @@ class JobManager:
     async def close(self) -> None:
         """Stops watching; running workers are asked to checkpoint and go back to the queue.
 
-        Once this returns nothing is launched: the loop's ticks run on the event loop, so the
-        cancelled task cannot be in the middle of one, and `launch` refuses from here on.
+        Once this returns nothing is launched: `launch` refuses from the moment `_closed` is set
+        (under the lock, so a launch under way has recorded its worker), and the pass under way
+        ends before the workers are stopped.
         """
-        self._closed = True
+        await asyncio.to_thread(self._refuse_launches)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task  # ends after the pass under way, within a poll
         for worker in self._workers.values():
             _signal(worker.pid, signal.SIGTERM)
         deadline = time.monotonic() + self.cancel_grace_s
@@ -117,12 +122,18 @@ class JobManager:
                 _signal(worker.pid, signal.SIGKILL)
                 if worker.process is not None:
                     await asyncio.to_thread(worker.process.wait)
-        self.tick_reap()
+        await asyncio.to_thread(self.tick_reap)
         self.store.close()
 
-    # -- one pass ---------------------------------------------------------------------------
+    def _refuse_launches(self) -> None:
+        with self._lock:
+            self._closed = True
 
-    def tick(self) -> None:
+    # -- one pass (in a thread) ---------------------------------------------------------------
+
+    def tick(self) -> list[Job]:
+        """Reaps, kills, launches; returns the jobs that succeeded since the last look, whose
+        on-success hooks the caller runs on the event loop."""
         self.tick_reap()
         now = time.monotonic()
         for worker in list(self._workers.values()):
@@ -132,14 +143,15 @@ class JobManager:
             if len(self._workers) >= self.max_concurrent:
                 break
             self.launch(job.id)
-        self.notice_finished()
+        return self._newly_succeeded()
 
     def tick_reap(self) -> None:
         for job_id, worker in list(self._workers.items()):
             code = worker.exit_code()
             if code is None:
                 continue
-            del self._workers[job_id]
+            with self._lock:
+                del self._workers[job_id]
             job = self.store.get(job_id)
             if job.status == RUNNING:  # the worker died without recording an end
                 if job.cancel_requested:
@@ -150,35 +162,44 @@ class JobManager:
     def notice_finished(self) -> None:
         """Calls the `on_success` hooks once per job that succeeded since the last look, whichever
         process ran it (this manager, `agentd finetune`, another server on the same data folder)."""
+        self._call_hooks(self._newly_succeeded())
+
+    def _newly_succeeded(self) -> list[Job]:
         since = self._success_mark - _FINISH_SLACK_S
-        for job in self.store.succeeded_since(since):
-            if job.id in self._noticed:
-                continue
-            self._noticed[job.id] = job.finished_at
-            self._success_mark = max(self._success_mark, job.finished_at)
+        succeeded = self.store.succeeded_since(since)
+        with self._noticed_lock:  # each job is returned once, whoever looks
+            new = [job for job in succeeded if job.id not in self._noticed]
+            for job in new:
+                self._noticed[job.id] = job.finished_at
+                self._success_mark = max(self._success_mark, job.finished_at)
+            self._noticed = {job_id: at for job_id, at in self._noticed.items() if at >= since}
+        return new
+
+    def _call_hooks(self, jobs: list[Job]) -> None:
+        for job in jobs:
             for hook in self.on_success:
                 try:
                     hook(job)
                 except Exception:  # noqa: BLE001 - one failing hook must not stop the others
                     log.exception("on-success hook failed for job %s", job.id)
-        self._noticed = {job_id: at for job_id, at in self._noticed.items() if at >= since}
 
     def launch(self, job_id: str) -> bool:
         """Claims a queued job and starts its worker; False when someone else claimed it first
         or the manager is closed."""
-        if self._closed or not self.store.claim(job_id):
-            return False
-        log_path = jobs_root(self.data_dir) / job_id / "worker.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "agentd.jobs.worker", str(self.data_dir), job_id],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                # Its own session: a Ctrl-C meant for the CLI or server does not kill training mid-step.
-                start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.store.set_worker(job_id, process.pid)
-        self._workers[job_id] = _Worker(job_id, process.pid, process)
-        return True
+        with self._lock:
+            if self._closed or not self.store.claim(job_id):
+                return False
+            log_path = jobs_root(self.data_dir) / job_id / "worker.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log_file:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "agentd.jobs.worker", str(self.data_dir), job_id],
+                    stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    # Its own session: a Ctrl-C meant for the CLI or server does not kill training mid-step.
+                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.store.set_worker(job_id, process.pid)
+            self._workers[job_id] = _Worker(job_id, process.pid, process)
+            return True
 
     def _retry_or_fail(self, job: Job, reason: str) -> None:
         if job.attempts < self.max_attempts:

@@ -13,7 +13,6 @@ from agentd.server.errors import APIError
 from agentd.server.generation import (
     RequestRecord,
     fan_out,
-    find_engine,
     merged_streams,
     new_id,
     recorded,
@@ -124,7 +123,9 @@ class _ChoiceState:
 
 async def create_chat_completion(body: ChatCompletionRequest, http: Request):
     state = http.app.state
-    engine = find_engine(state.registry, body.model)
+    # Held until the response ends (the stream keeps it): the model is not unloaded under it.
+    lease = await state.registry.lease(body.model)
+    engine = lease.engine
     request, plan = _generation_request(body)
     requests = fan_out(request, body.n)
     await validate_all(engine, requests, "tools" if plan.constraint else "response_format")
@@ -133,13 +134,13 @@ async def create_chat_completion(body: ChatCompletionRequest, http: Request):
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_response(_chunks(engine, requests, choices, head, record, include_usage), record)
-    return await recorded(record, _complete(engine, requests, choices, head, record))
+        return sse_response(_chunks(lease, requests, choices, head, record, include_usage), record)
+    return await recorded(record, _complete(lease, requests, choices, head, record))
 
 
-async def _chunks(engine, requests, choices, head, record, include_usage) -> AsyncIterator[dict[str, Any]]:
+async def _chunks(lease, requests, choices, head, record, include_usage) -> AsyncIterator[dict[str, Any]]:
     base = {**head, "object": "chat.completion.chunk"}
-    async for index, delta in merged_streams(engine, requests):
+    async for index, delta in merged_streams(lease.engine, requests):
         record.saw(delta)
         choice = choices[index]
         for piece in choice.deltas(delta.text, delta.finish_reason):
@@ -151,9 +152,9 @@ async def _chunks(engine, requests, choices, head, record, include_usage) -> Asy
         yield {**base, "choices": [], "usage": record.usage()}
 
 
-async def _complete(engine, requests, choices, head, record) -> dict[str, Any]:
+async def _complete(lease, requests, choices, head, record) -> dict[str, Any]:
     reasons: dict[int, str] = {}
-    async for index, delta in merged_streams(engine, requests):
+    async for index, delta in merged_streams(lease.engine, requests):
         record.saw(delta)
         choices[index].deltas(delta.text, delta.finish_reason)
         if delta.finish_reason:

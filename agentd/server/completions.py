@@ -11,7 +11,6 @@ from fastapi import Request
 from agentd.server.generation import (
     RequestRecord,
     fan_out,
-    find_engine,
     merged_streams,
     new_id,
     recorded,
@@ -25,7 +24,9 @@ from pipelines.engine import GenerationRequest
 
 async def create_completion(body: CompletionRequest, http: Request):
     state = http.app.state
-    engine = find_engine(state.registry, body.model)
+    # Held until the response ends (the stream keeps it): the model is not unloaded under it.
+    lease = await state.registry.lease(body.model)
+    engine = lease.engine
     params = sampling_params(body, body.max_tokens)
     # Choice index = prompt index * n + sample index, as OpenAI numbers them.
     requests = [r for p in body.prompts() for r in fan_out(GenerationRequest(params=params, prompt=p), body.n)]
@@ -35,14 +36,14 @@ async def create_completion(body: CompletionRequest, http: Request):
     echo = [p for p in body.prompts() for _ in range(body.n)] if body.echo else None
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return sse_response(_chunks(engine, requests, head, record, include_usage, echo), record)
-    return await recorded(record, _complete(engine, requests, head, record, echo))
+        return sse_response(_chunks(lease, requests, head, record, include_usage, echo), record)
+    return await recorded(record, _complete(lease, requests, head, record, echo))
 
 
-async def _complete(engine, requests, head, record, echo) -> dict[str, Any]:
+async def _complete(lease, requests, head, record, echo) -> dict[str, Any]:
     texts = [""] * len(requests)
     reasons = [""] * len(requests)
-    async for index, delta in merged_streams(engine, requests):
+    async for index, delta in merged_streams(lease.engine, requests):
         record.saw(delta)
         texts[index] += delta.text
         reasons[index] = delta.finish_reason or reasons[index]
@@ -53,9 +54,9 @@ async def _complete(engine, requests, head, record, echo) -> dict[str, Any]:
     return {**head, "choices": choices, "usage": record.usage()}
 
 
-async def _chunks(engine, requests, head, record, include_usage, echo) -> AsyncIterator[dict[str, Any]]:
+async def _chunks(lease, requests, head, record, include_usage, echo) -> AsyncIterator[dict[str, Any]]:
     started: set[int] = set()
-    async for index, delta in merged_streams(engine, requests):
+    async for index, delta in merged_streams(lease.engine, requests):
         record.saw(delta)
         text = delta.text
         if echo and index not in started:
