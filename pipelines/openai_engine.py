@@ -17,17 +17,35 @@ import openai
 from pipelines.engine import EngineError, EngineInfo, GenerationRequest, TextDelta, TextEngine
 
 
+# Statuses that describe the client's own request (bad parameters, too large, rate limited): passed
+# on as they are. Any other answer is about our server (its key, its configured upstream model) or
+# the upstream itself, and a client told "401" or "404" would blame its own key or model: 502.
+CLIENT_STATUSES = frozenset({400, 413, 422, 429})
+
+
 def upstream_error(error: openai.APIError, url: str) -> EngineError:
-    """The upstream's own 4xx stays the caller's fault; its 5xx or silence is a bad gateway."""
+    """The upstream's verdict on the client's request stays the client's; anything else is a bad
+    gateway (code `upstream_error`) whose message names the upstream."""
     if isinstance(error, openai.APIStatusError):
         body = error.body if isinstance(error.body, dict) else {}
         detail = body.get("message") or error.message
-        status = error.status_code if error.status_code < 500 else 502
-        return EngineError(f"the upstream {url} answered {error.status_code}: {detail}", status=status,
-                           param=error.param if status < 500 else None)
+        status = error.status_code
+        if status in CLIENT_STATUSES:
+            code = body.get("code") if isinstance(body.get("code"), str) else None
+            return EngineError(f"the upstream {url} answered {status}: {detail}", status=status,
+                               param=error.param, code=code)
+        if status in (401, 403):
+            message = f"the upstream {url} refused our key ({status}): {detail}"
+        elif status == 404:
+            message = f"the upstream {url} answered 404 (is its configured model right?): {detail}"
+        else:
+            message = f"the upstream {url} answered {status}: {detail}"
+        return EngineError(message, status=502, code="upstream_error")
     if isinstance(error, openai.APIConnectionError):
-        return EngineError(f"the upstream {url} is unreachable: {error.__cause__ or error.message}", status=502)
-    return EngineError(f"the upstream {url} failed: {error.message}", status=502)  # an error event mid-stream
+        return EngineError(f"the upstream {url} is unreachable: {error.__cause__ or error.message}", status=502,
+                           code="upstream_error")
+    # An error event mid-stream.
+    return EngineError(f"the upstream {url} failed: {error.message}", status=502, code="upstream_error")
 
 
 class OpenAIUpstreamEngine(TextEngine):

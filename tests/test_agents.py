@@ -11,7 +11,8 @@ from agentd.agents.runtime import AgentLimits, AgentRuntime
 from agentd.agents.steps import (ApprovalRequired, FinalAnswer, NodeDone, NodeStarted, Observation, Plan, Retry,
                                  RunFailed, ToolCallStep)
 from pipelines.engine import EngineError
-from pipelines.registry import ModelRegistry, ModelSpec
+from pipelines.openai_engine import OpenAIUpstreamEngine
+from pipelines.registry import ModelRegistry, ModelSpec, parse_model_spec
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
 from tools import FileStore, ToolRegistry, tool
 from tools.builtin.calculator import calculator
@@ -335,3 +336,53 @@ async def test_planner_follow_ups_see_the_thread(tools, tmp_path):
     assert [m["content"] for m in decompose_messages[1:]] == [
         "When do backups run?", "Backups run nightly.", "And how long are they kept?"]
     await runtime.close()
+
+
+async def leave_at_the_last_step(runtime, text, llm, thread_id=None):
+    """A client that goes away as soon as it has the run's last step; the run as stored then."""
+    agent_run = await runtime.start("agentd-react", [{"role": "user", "content": text}], thread_id=thread_id, llm=llm)
+    async for step in agent_run:
+        if isinstance(step, (FinalAnswer, ApprovalRequired, RunFailed)):
+            break
+    await agent_run.aclose()  # GeneratorExit at the yield of that last step
+    return runtime.runs.get(agent_run.id)
+
+
+async def test_a_run_is_recorded_before_its_last_step_goes_out(tools, tmp_path):
+    DELETED.clear()
+    runtime = await open_runtime(tools, tmp_path)
+    done = await leave_at_the_last_step(runtime, "What is 7 times 8?", ScriptedChatModel(acts=[answer("56")]))
+    assert done["status"] == "completed" and done["answer"] == "56" and done["steps"][-1]["type"] == "final_answer"
+    deleting = ScriptedChatModel(acts=[calls(("delete_ticket", {"ticket_id": 5}))])
+    paused = await leave_at_the_last_step(runtime, "delete ticket 5", deleting, thread_id="t-leave")
+    assert paused["status"] == "requires_approval"
+    # The thread still waits: this run answers with the pending calls before the graph runs.
+    again = await leave_at_the_last_step(runtime, "what?", ScriptedChatModel(), thread_id="t-leave")
+    assert again["status"] == "requires_approval" and [s["type"] for s in again["steps"]] == ["approval_required"]
+
+    def upstream_down(_messages, _tools):
+        raise EngineError("the upstream is unreachable", status=502)
+
+    failed = await leave_at_the_last_step(runtime, "What is 1 + 1?", ScriptedChatModel(acts=[upstream_down]))
+    assert failed["status"] == "failed" and failed["error"] == "the upstream is unreachable"
+    assert DELETED == []
+    await runtime.close()
+
+
+async def test_the_agents_chat_model_lasts_as_long_as_its_engine(tools, tmp_path):
+    """What a chat model learned (an upstream that refuses tool calling) holds for the next runs,
+    not only the one that paid a failed request to learn it; a reloaded engine starts afresh."""
+    models = ModelRegistry([parse_model_spec("far=http://127.0.0.1:9/v1")], tmp_path)
+    await models.load_all()
+    runtime = AgentRuntime(tools, tmp_path / "state", models, "far")
+    await runtime.open()
+    first = await runtime.chat_model()
+    first.native_tools = False  # as after the upstream answered a tool call request with a 400
+    assert await runtime.chat_model() is first
+    models.engines["far"] = OpenAIUpstreamEngine("far", "http://127.0.0.1:9/v1")  # unloaded and loaded again
+    renewed = await runtime.chat_model()
+    assert renewed is not first and renewed.engine is models.engines["far"] and renewed.native_tools
+    assert await runtime.chat_model() is renewed
+    await runtime.close()
+    await first.engine.close()
+    await models.close()

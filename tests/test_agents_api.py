@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from PIL import Image as PILImage
+from prometheus_client.parser import text_string_to_metric_families
 
 from agentd.config import Settings
 from agentd.server.app import create_app
+from agentd.store import StoreError
 from pipelines.registry import ModelRegistry, ModelSpec
 from tests.conftest import DATA_DIR, MODEL, RunningServer
 from tools import File, Image
@@ -87,6 +90,27 @@ def test_disconnecting_stops_the_run(agent_server):
             break
         time.sleep(0.2)
     assert status == "cancelled"
+
+
+def in_flight(running) -> float:
+    for family in text_string_to_metric_families(httpx.get(f"{running.url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "agentd_requests_in_flight" and sample.labels["endpoint"] == "chat":
+                return sample.value
+    return 0.0
+
+
+def test_a_non_streamed_run_that_fails_is_counted_as_ended(agent_server, monkeypatch):
+    def locked(*_args):
+        raise StoreError(Path("runs.sqlite"), "database is locked")
+
+    monkeypatch.setattr(agent_server.app.state.agents.runs, "start", locked)
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError) as failed:
+            agent_server.client().chat.completions.create(
+                model="agentd-react", messages=[{"role": "user", "content": "What is 2 + 2?"}])
+        assert failed.value.status_code == 503 and "database is locked" in failed.value.message
+    assert in_flight(agent_server) == 0  # not one request left "being served" for ever
 
 
 def test_agent_requests_that_make_no_sense_are_refused(agent_server):

@@ -85,3 +85,21 @@ async def test_concurrent_loads_under_a_budget_do_not_fail_healthy_models(tiny):
     assert not registry.failures and registry.ready
     assert set(registry.engines) == {"d"}  # one load at a time, each unloading what it must
     await registry.close()
+
+
+async def test_an_agent_run_keeps_its_on_demand_brain_loaded_until_it_ends(tiny, tmp_path):
+    from agentd.agents.runtime import AgentRuntime
+    from tools import ToolRegistry
+
+    registry = on_demand(tiny, 1.5, ids="abc")
+    runtime = AgentRuntime(ToolRegistry(), tmp_path, registry, "a")
+    await runtime.open()
+    agent_run = await runtime.start("agentd-react", [{"role": "user", "content": "hi"}])
+    await registry.ensure("b")  # the budget holds one, but a is the brain of a run not yet ended
+    assert set(registry.engines) == {"a", "b"}
+    steps = [step async for step in agent_run]  # no tools: the random model can only answer
+    assert agent_run.status in ("completed", "failed") and steps  # ended, whatever the random model said
+    await registry.ensure("c")  # the run has ended: its brain is idle and may make room
+    assert set(registry.engines) == {"c"}
+    await runtime.close()
+    await registry.close()

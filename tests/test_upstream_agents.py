@@ -69,9 +69,11 @@ def test_a_keyed_upstream_serves_chat_and_an_agents_brain(registry, tmp_path, ca
         keyless = RunningServer(create_app(Settings(data_dir=tmp_path / "keyless", models=[far])))
         try:
             wait_until_ready(keyless)
-            with pytest.raises(openai.AuthenticationError) as refused:
+            # The upstream refused our server's key, not the client's: a bad gateway, not a 401.
+            with pytest.raises(openai.InternalServerError) as refused:
                 keyless.client().chat.completions.create(model="far", messages=question, max_tokens=4)
-            assert f"{keyed.url}/v1 answered 401" in refused.value.body["message"]
+            assert refused.value.status_code == 502
+            assert f"the upstream {keyed.url}/v1 refused our key (401)" in refused.value.body["message"]
         finally:
             keyless.stop()
 

@@ -55,6 +55,55 @@ def test_an_unreachable_upstream_is_a_clear_error(registry):
         asyncio.run(dead.close())
 
 
+@pytest.fixture(scope="module")
+def keyed(registry):
+    running = start_server(registry, api_keys=["sesame"])
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("refusal, says", [("unknown_model", "answered 404"), ("missing_key", "refused our key (401)")])
+def test_an_upstream_refusing_our_server_is_a_bad_gateway_not_the_clients_fault(server, keyed, refusal, says, stream):
+    """The upstream's 401 (our server's key) or 404 (our configured upstream model) is not about
+    the client's key or model: a client told 401 or 404 would look for the fault in the wrong place."""
+    upstream = f"{server.url}/v1#no-such-model" if refusal == "unknown_model" else f"{keyed.url}/v1#{MODEL}"
+    proxy_registry = ModelRegistry([parse_model_spec(f"far={upstream}")], DATA_DIR)
+    asyncio.run(proxy_registry.load_all())
+    proxy = start_server(proxy_registry)
+    try:
+        with pytest.raises(openai.APIError) as refused:
+            reply = proxy.client().chat.completions.create(
+                model="far", messages=[{"role": "user", "content": "x"}], max_tokens=4, stream=stream)
+            if stream:
+                list(reply)
+        error = refused.value
+        assert not isinstance(error, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError))
+        if isinstance(error, openai.APIStatusError) or not stream:
+            assert error.status_code == 502
+        # Streamed, the error may come as an event after the 200: it carries its code all the same.
+        assert error.code == "upstream_error" and error.body["type"] == "server_error"
+        assert upstream.split("#")[0] in error.message and says in error.message
+    finally:
+        proxy.stop()
+        asyncio.run(proxy_registry.close())
+
+
+def test_an_upstream_verdict_on_the_clients_request_is_passed_on(server):
+    proxy_registry = ModelRegistry([parse_model_spec(f"far={server.url}/v1#{MODEL}")], DATA_DIR)
+    asyncio.run(proxy_registry.load_all())
+    proxy = start_server(proxy_registry)
+    try:
+        with pytest.raises(openai.BadRequestError) as refused:  # only the upstream knows its context length
+            proxy.client().chat.completions.create(model="far", messages=[{"role": "user", "content": "x"}],
+                                                   max_tokens=10**6)
+        assert f"the upstream {server.url}/v1 answered 400" in refused.value.message
+        assert "maximum context length" in refused.value.message and refused.value.param == "messages"
+    finally:
+        proxy.stop()
+        asyncio.run(proxy_registry.close())
+
+
 @pytest.mark.parametrize("keys, named", [(["near=sekrit"], "'near'"), (["sekrit"], "#1"), (["far=a", "=sekrit"], "#2")])
 def test_a_bad_upstream_key_is_a_startup_error_that_names_the_model_not_the_key(tmp_path, keys, named):
     flags = [flag for key in keys for flag in ("--upstream-api-key", key)]

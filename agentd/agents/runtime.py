@@ -26,8 +26,8 @@ from agentd.agents.runs import RunStore
 from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
 from agentd.llm.chat_model import ChatModel, StructuredOutputError, ToolCall
 from agentd.llm.models import chat_model_for
-from pipelines.engine import EngineError
-from pipelines.registry import ModelRegistry
+from pipelines.engine import EngineError, TextEngine
+from pipelines.registry import Lease, ModelRegistry
 from tools.registry import ToolRegistry
 
 
@@ -73,6 +73,8 @@ class AgentRun:
     answer: str | None = None
     steps: list[Step] = field(default_factory=list)
     _stream: AsyncIterator[Step] | None = field(default=None, repr=False)
+    # The served model's hold on its engine: an on-demand brain is not unloaded mid-run.
+    _lease: Lease | None = field(default=None, repr=False)
 
     def __aiter__(self) -> AsyncIterator[Step]:
         return self._stream
@@ -80,6 +82,8 @@ class AgentRun:
     async def aclose(self) -> None:
         """Stop the run (a client that went away); its status becomes `cancelled`."""
         await self._stream.aclose()
+        if self._lease is not None:  # a run closed before its first step never reached its end
+            self._lease.release()
 
 
 class AgentRuntime:
@@ -103,6 +107,9 @@ class AgentRuntime:
         self._checkpoints_path = Path(data_dir) / "agent_threads.sqlite"
         self._resources = AsyncExitStack()
         self._graphs: dict[str, Any] = {}
+        # One chat model per served engine, so what it learns (an upstream that refuses native
+        # tool calling) lasts across runs; a reloaded engine is another object and gets a new one.
+        self._chat_models: dict[str, tuple[TextEngine, ChatModel]] = {}
 
     async def open(self) -> None:
         self.runs.mark_interrupted()
@@ -117,14 +124,22 @@ class AgentRuntime:
 
     async def chat_model(self) -> ChatModel:
         """The model agents think with; EngineError 503 while it loads or when it failed to."""
+        llm, lease = await self._brain()
+        lease.release()
+        return llm
+
+    async def _brain(self) -> tuple[ChatModel, Lease]:
         if self.models is None or not self.model_id:
             raise EngineError("no model is served for agents to think with", status=503, param="model")
-        await self.models.ensure(self.model_id)
         try:
-            engine = self.models.engine(self.model_id)
+            lease = await self.models.lease(self.model_id)
         except EngineError as error:
             raise EngineError(f"the agents' {error.message}", error.status, param="model") from None
-        return chat_model_for(engine, self.model_id)
+        engine = lease.engine
+        cached = self._chat_models.get(self.model_id)
+        if cached is None or cached[0] is not engine:
+            cached = self._chat_models[self.model_id] = (engine, chat_model_for(engine, self.model_id))
+        return cached[1], lease
 
     async def start(self, agent_id: str, messages: list[dict[str, Any]], *, thread_id: str | None = None,
                     llm: ChatModel | None = None) -> AgentRun:
@@ -133,9 +148,11 @@ class AgentRuntime:
         `llm` replaces the served model (benchmarks comparing decoders, unit tests with a
         scripted model). Raises EngineError (503) when the agents' model cannot be used now.
         """
-        llm = llm or await self.chat_model()
+        lease = None
+        if llm is None:
+            llm, lease = await self._brain()
         run = AgentRun(id=f"run-{uuid.uuid4().hex}", thread_id=thread_id or f"thread_{uuid.uuid4().hex[:24]}",
-                       agent=agent_id, model=llm.id)
+                       agent=agent_id, model=llm.id, _lease=lease)
         run._stream = self._execute(run, messages, llm)
         return run
 
@@ -156,19 +173,17 @@ class AgentRuntime:
         try:
             snapshot = await graph.aget_state(config)
             pending = _pending_calls(snapshot)
-            if pending and not (_APPROVE.match(last_text) or _REJECT.match(last_text)):
-                yield self._record(run, ApprovalRequired(pending, run.thread_id))
-                self._finish(run, "requires_approval")
-                return
-            if pending:
-                graph_input: Any = Command(resume={"approved": bool(_APPROVE.match(last_text))})
-            else:
-                graph_input = AGENT_TYPES[run.agent].make_input(messages, bool(snapshot.values))
-            async with ctx.clock, aclosing(graph.astream(graph_input, config, context=ctx, stream_mode="custom",
-                                                          subgraphs=True)) as stream:
-                async for _namespace, step in stream:
-                    yield self._record(run, step)
-            snapshot = await graph.aget_state(config)
+            if not pending or _APPROVE.match(last_text) or _REJECT.match(last_text):
+                if pending:
+                    graph_input: Any = Command(resume={"approved": bool(_APPROVE.match(last_text))})
+                else:
+                    graph_input = AGENT_TYPES[run.agent].make_input(messages, bool(snapshot.values))
+                async with ctx.clock, aclosing(graph.astream(graph_input, config, context=ctx,
+                                                              stream_mode="custom", subgraphs=True)) as stream:
+                    async for _namespace, step in stream:
+                        yield self._record(run, step)
+                snapshot = await graph.aget_state(config)
+                pending = _pending_calls(snapshot)
         except Exception as error:  # a failing model or a bug in a node ends this run, not the server
             known = (EngineError, StructuredOutputError, GraphRecursionError)
             if ctx.clock.expired:
@@ -177,23 +192,24 @@ class AgentRuntime:
                 message = getattr(error, "message", None) or str(error)
             else:
                 message = f"{type(error).__name__}: {error}"
-            yield self._record(run, RunFailed(message))
+            final: Step = self._record(run, RunFailed(message))
             self._finish(run, "failed", error=message)
-            return
         except BaseException:
             # The client went away (or the server is stopping): the graph stopped with the stream.
             self._finish(run, "cancelled")
             raise
-
-        pending = _pending_calls(snapshot)
-        if pending:
-            yield self._record(run, ApprovalRequired(pending, run.thread_id))
-            self._finish(run, "requires_approval")
-            return
-        answer = snapshot.values.get("answer") or ""
-        yield self._record(run, FinalAnswer(answer, snapshot.values.get("sources") or []))
-        run.answer = answer
-        self._finish(run, "completed", answer=answer)
+        else:
+            if pending:
+                final = self._record(run, ApprovalRequired(pending, run.thread_id))
+                self._finish(run, "requires_approval")
+            else:
+                answer = snapshot.values.get("answer") or ""
+                final = self._record(run, FinalAnswer(answer, snapshot.values.get("sources") or []))
+                run.answer = answer
+                self._finish(run, "completed", answer=answer)
+        # The outcome is recorded before the last step goes out: a client that leaves as soon as
+        # it has that step (closing this generator at the yield) leaves no run marked running.
+        yield final
 
     def _record(self, run: AgentRun, step: Step) -> Step:
         run.steps.append(step)
@@ -202,6 +218,8 @@ class AgentRuntime:
 
     def _finish(self, run: AgentRun, status: str, answer: str | None = None, error: str | None = None) -> None:
         run.status = status
+        if run._lease is not None:
+            run._lease.release()
         self.runs.finish(run.id, status, answer, error)
 
 

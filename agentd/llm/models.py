@@ -10,7 +10,11 @@ from pipelines.openai_engine import OpenAIUpstreamEngine
 
 
 def chat_model_for(engine: TextEngine, model_id: str) -> ChatModel:
-    """An upstream engine keeps its native tool calling; a local one decodes under constraints."""
+    """An upstream engine keeps its native tool calling; a local one decodes under constraints.
+
+    The chat model learns about its engine as it goes (an upstream that refuses tool calling is
+    asked for structured output from then on), so a caller keeps one per engine instance.
+    """
     if isinstance(engine, OpenAIUpstreamEngine):
         return UpstreamChatModel(engine, model_id)
     return EngineChatModel(engine, model_id)

@@ -23,6 +23,7 @@ class UpstreamChatModel(ChatModel):
     def __init__(self, engine: OpenAIUpstreamEngine, model_id: str):
         self.id = model_id
         self.engine = engine
+        # Set to False, for good, the first time the upstream refuses tool calling with a 400.
         self.native_tools = True
 
     async def _create(self, messages: list[dict[str, Any]], **options: Any):

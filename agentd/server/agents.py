@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 from agentd.agents.runtime import AgentRun
 from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
 from agentd.server.errors import APIError
-from agentd.server.generation import RequestRecord, new_id, sse_response
+from agentd.server.generation import RequestRecord, new_id, recorded, sse_response
 from agentd.server.protocol import ChatCompletionRequest, ImagePart, TextPart
 from agentd.server.transcript import content_text
 
@@ -89,9 +89,12 @@ async def create_agent_completion(body: ChatCompletionRequest, request: Request)
         # stop it when the response is over (a no-op for a run that ended).
         response.background = BackgroundTask(run.aclose)
         return response
+    return await recorded(record, _completion(run, head))
+
+
+async def _completion(run: AgentRun, head: dict[str, Any]) -> dict[str, Any]:
     async for _ in run:
         pass
-    record.done(200)
     content = _final_text(run.steps[-1]) if run.steps else ""
     message = {"role": "assistant", "content": content,
                "reasoning_content": "\n".join(s.text() for s in run.steps if not isinstance(s, FinalAnswer)),

@@ -119,15 +119,13 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     async def chat_completions(body: ChatCompletionRequest, request: Request):
         if body.model in AGENT_TYPES:
             return await create_agent_completion(body, request)
-        await registry.ensure(body.model)  # fine-tunes and checkpoints load on their first request
-        return await create_chat_completion(body, request)
+        return await create_chat_completion(body, request)  # leases the model: loads it on demand
 
     run_routes(v1)
     fine_tuning_routes(v1)
 
     @v1.post("/completions", responses=MODEL_ERRORS)
     async def completions(body: CompletionRequest, request: Request):
-        await registry.ensure(body.model)
         return await create_completion(body, request)
 
     v1.include_router(tool_router(tools), prefix="/tools")

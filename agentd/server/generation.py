@@ -23,14 +23,6 @@ from pipelines.engine import (
     TextDelta,
     TextEngine,
 )
-from pipelines.registry import ModelRegistry
-
-
-def find_engine(registry: ModelRegistry, model: str) -> TextEngine:
-    try:
-        return registry.engine(model)
-    except EngineError as error:
-        raise APIError.from_engine(error) from error
 
 
 def sampling_params(body: Any, max_tokens: int | None) -> SamplingParams:
@@ -188,7 +180,7 @@ def sse_response(chunks: AsyncIterator[dict[str, Any]], record: RequestRecord) -
                 yield json.dumps(chunk, separators=(",", ":"))
         except (EngineError, APIError) as error:
             status = error.status
-            yield json.dumps(error_body(error.status, error.message, error.param))
+            yield json.dumps(error_body(error.status, error.message, error.param, error.code))
         except asyncio.CancelledError:
             status = 499  # the client went away
             raise
