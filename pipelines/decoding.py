@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from pipelines.engine import Constraint, ConstraintError
+from pipelines.engine import Constraint, ConstraintError, SamplingParams, TokenLogprobs, TopLogprob
 
 
 class TextAccumulator:
@@ -84,6 +84,87 @@ def sample_next_token(
         choice = torch.multinomial(sorted_probs, 1, generator=generator)
         return int(order[choice])
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def adjust_logits(
+    logits: torch.Tensor, params: SamplingParams, generated: list[int], bias: tuple[torch.Tensor, torch.Tensor] | None
+) -> None:
+    """Apply OpenAI's presence/frequency penalties (over the tokens generated so far) and the
+    logit bias (token ids, values) to one row's logits, in place."""
+    # The bias and the counts are built on the CPU; the logits may be on a GPU.
+    if bias is not None:
+        logits[bias[0].to(logits.device)] += bias[1].to(logits.device, logits.dtype)
+    if generated and (params.presence_penalty or params.frequency_penalty):
+        size = logits.shape[-1]
+        counts = torch.bincount(torch.tensor(generated, device=logits.device), minlength=size)[:size].to(logits.dtype)
+        logits -= counts * params.frequency_penalty + (counts > 0).to(logits.dtype) * params.presence_penalty
+
+
+def token_logprobs(
+    logprobs: torch.Tensor, token: int, top_k: int, spell: TokenSpeller
+) -> TokenLogprobs:
+    """A sampled token's entry from its row's log-probabilities: its own and the top k. Both
+    come from the same tensor, so a greedy token's logprob equals the best top one exactly
+    (lm-evaluation-harness tests greediness with `==`)."""
+    top: tuple[TopLogprob, ...] = ()
+    if top_k:
+        values, ids = torch.topk(logprobs, min(top_k, logprobs.shape[-1]))
+        top = tuple(
+            TopLogprob(*spell(int(i)), float(v)) for v, i in zip(values.tolist(), ids.tolist(), strict=True)
+            if v != float("-inf")  # a token the grammar forbids is no alternative
+        )
+    return TokenLogprobs(*spell(token), float(logprobs[token]), top)
+
+
+class TokenSpeller:
+    """A token id's text and raw bytes, as the OpenAI API shows them: byte-level BPE pieces
+    (`Ġthe`) are mapped back to their bytes, SentencePiece byte tokens (`<0xE2>`) too; a
+    piece that is not whole UTF-8 is spelled `bytes:\\xe2\\x80`, as OpenAI does."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer = tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        decoder = type(getattr(backend, "decoder", None)).__name__
+        self._byte_level = decoder == "ByteLevel"
+        self._byte_of = {char: byte for byte, char in _gpt2_byte_chars().items()}
+        self._special = set(tokenizer.all_special_ids)
+        self._cache: dict[int, tuple[str, bytes]] = {}
+
+    def __call__(self, token: int) -> tuple[str, bytes]:
+        spelled = self._cache.get(token)
+        if spelled is None:
+            raw = self.bytes_of(token)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+            spelled = self._cache[token] = (text, raw)
+        return spelled
+
+    def bytes_of(self, token: int) -> bytes:
+        piece = self._tokenizer.convert_ids_to_tokens(token)
+        if piece is None:
+            return b""
+        if token in self._special:
+            return piece.encode()
+        if self._byte_level and all(c in self._byte_of for c in piece):
+            return bytes(self._byte_of[c] for c in piece)
+        match = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
+        if match:
+            return bytes([int(match.group(1), 16)])
+        return piece.replace("\u2581", " ").encode()
+
+
+def _gpt2_byte_chars() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, which every byte-level BPE vocabulary uses."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
 
 
 class GrammarCompiler:

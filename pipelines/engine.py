@@ -17,6 +17,25 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    # OpenAI's penalties: each token's logit loses frequency_penalty for every time it was
+    # generated so far, and presence_penalty once if it was generated at all.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias added to its logit)
+    logprobs: int | None = None  # None: none; k: each output token's logprob and its top k
+    echo: bool = False  # the first delta carries the prompt (with its logprobs when `logprobs` is set)
+
+    def extras(self) -> list[str]:
+        """The request fields beyond plain sampling that these params use (for engines that
+        implement only some: a field must be honoured or refused, never ignored)."""
+        used = {
+            "presence_penalty": self.presence_penalty != 0.0,
+            "frequency_penalty": self.frequency_penalty != 0.0,
+            "logit_bias": bool(self.logit_bias),
+            "logprobs": self.logprobs is not None,
+            "echo": self.echo,
+        }
+        return [name for name, on in used.items() if on]
 
 
 @dataclass(frozen=True)
@@ -39,22 +58,55 @@ class Constraint:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One completion: either a raw ``prompt`` or chat ``messages`` (role/content strings)."""
+    """One completion: a raw ``prompt`` (text, or token ids in ``prompt_ids``) or chat
+    ``messages`` (role/content strings)."""
 
     params: SamplingParams
     prompt: str | None = None
+    prompt_ids: tuple[int, ...] | None = None
     messages: tuple[dict[str, str], ...] | None = None
     constraint: Constraint | None = None
 
 
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    bytes: bytes
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One token of a prompt or an output, as the OpenAI API reports it.
+
+    ``token`` is its text, or ``bytes:\\xe2\\x80`` (OpenAI's spelling) where the token is only
+    part of a character; ``logprob`` is None for a prompt's first token (nothing predicts it).
+    """
+
+    token: str
+    bytes: bytes
+    logprob: float | None
+    top: tuple[TopLogprob, ...] = ()
+    offset: int | None = None  # characters before it in the echoed prompt (prompt tokens only)
+
+
 @dataclass
 class TextDelta:
-    """A piece of output. The last delta of a stream has ``finish_reason`` and token counts."""
+    """A piece of output. The last delta of a stream has ``finish_reason`` and token counts.
+
+    With ``params.logprobs`` a delta carries the tokens generated since the previous delta
+    (their text may be held back a while: a stop string or a character still incomplete); with
+    ``params.echo`` the first delta carries the prompt's text in ``echo`` and, with logprobs
+    asked, its tokens in ``prompt_logprobs``.
+    """
 
     text: str
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    logprobs: tuple[TokenLogprobs, ...] = ()
+    echo: str | None = None
+    prompt_logprobs: tuple[TokenLogprobs, ...] | None = None
 
 
 class EngineError(Exception):
@@ -100,6 +152,14 @@ class TextEngine(abc.ABC):
     """Async, streaming, concurrent text generation behind one interface."""
 
     info: EngineInfo
+    # The SamplingParams.extras() this engine honours; a request using another is refused.
+    supported_extras: frozenset[str] = frozenset()
+
+    def check_extras(self, params: SamplingParams) -> None:
+        """Refuse, with a 400 naming the field, what this engine would otherwise ignore."""
+        for name in params.extras():
+            if name not in self.supported_extras:
+                raise EngineError(f"model {self.info.id} does not support `{name}`", param=name)
 
     @abc.abstractmethod
     async def validate(self, request: GenerationRequest) -> int | None:
@@ -118,3 +178,23 @@ class TextEngine(abc.ABC):
     @property
     def active_sequences(self) -> int:
         return 0
+
+    # Scoring given text (evaluation, `echo` with logprobs): only engines that hold the weights
+    # can; the others say so instead of answering something else.
+    async def loglikelihoods(
+        self, pairs: list[tuple[list[int], list[int]]], batch_size: int = 8
+    ) -> list[tuple[float, bool]]:
+        """(context ids, continuation ids) -> (summed continuation logprob, greedy?), in order."""
+        raise self._no_prompt_logprobs()
+
+    async def prompt_logprobs(self, ids: list[int], top_k: int = 0) -> list[Any]:
+        """One `pipelines.scoring.TokenLogprob` per id; the first has logprob None."""
+        raise self._no_prompt_logprobs()
+
+    def _no_prompt_logprobs(self) -> EngineError:
+        return EngineError(
+            f"model {self.info.id} offers no prompt log-probabilities",
+            status=400,
+            param="model",
+            code="prompt_logprobs_unsupported",
+        )

@@ -3,7 +3,9 @@
 Chat requests go to the upstream's /chat/completions, raw prompts to /completions, through
 the official `openai` SDK; a JSON constraint becomes `response_format` (the upstream enforces
 it where it can). Tool-call text comes back as text and is parsed by the same code as for
-local models. The engine's `client` is also what agents thinking with this model use, so one
+local models. Penalties, logit_bias and logprobs are passed on, and the upstream's logprobs
+come back in our own shape; an echoed prompt with its logprobs is asked for in one unstreamed
+call and split where the prompt ends. The engine's `client` is also what agents thinking with this model use, so one
 connection pool (and one key) serves both, and closing the engine closes it.
 """
 
@@ -14,7 +16,15 @@ from typing import Any
 
 import openai
 
-from pipelines.engine import EngineError, EngineInfo, GenerationRequest, TextDelta, TextEngine
+from pipelines.engine import (
+    EngineError,
+    EngineInfo,
+    GenerationRequest,
+    TextDelta,
+    TextEngine,
+    TokenLogprobs,
+    TopLogprob,
+)
 
 
 # Statuses that describe the client's own request (bad parameters, too large, rate limited): passed
@@ -49,6 +59,9 @@ def upstream_error(error: openai.APIError, url: str) -> EngineError:
 
 
 class OpenAIUpstreamEngine(TextEngine):
+    # Passed on: the upstream honours them or answers 400 itself.
+    supported_extras = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo"})
+
     def __init__(
         self,
         model_id: str,
@@ -69,6 +82,7 @@ class OpenAIUpstreamEngine(TextEngine):
         self._active = 0
 
     async def validate(self, request: GenerationRequest) -> int | None:
+        self.check_extras(request.params)
         return None  # only the upstream knows its tokenizer; it answers 400 itself
 
     def _options(self, request: GenerationRequest) -> dict[str, Any]:
@@ -86,6 +100,17 @@ class OpenAIUpstreamEngine(TextEngine):
             options["seed"] = p.seed
         if p.stop:
             options["stop"] = list(p.stop)
+        if p.presence_penalty:
+            options["presence_penalty"] = p.presence_penalty
+        if p.frequency_penalty:
+            options["frequency_penalty"] = p.frequency_penalty
+        if p.logit_bias:
+            options["logit_bias"] = {str(token): bias for token, bias in p.logit_bias}
+        if p.logprobs is not None:
+            if request.messages is not None:
+                options.update(logprobs=True, top_logprobs=p.logprobs)
+            else:
+                options["logprobs"] = p.logprobs
         c = request.constraint
         if c is not None and c.kind == "json_object":
             options["response_format"] = {"type": "json_object"}
@@ -96,7 +121,17 @@ class OpenAIUpstreamEngine(TextEngine):
             }
         return options
 
+    def _prompt(self, request: GenerationRequest) -> str | list[int]:
+        return list(request.prompt_ids) if request.prompt_ids is not None else request.prompt or ""
+
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
+        if request.params.echo:
+            if request.params.logprobs is None and request.prompt_ids is None:
+                yield TextDelta(text="", echo=request.prompt or "")  # no need to ask the upstream
+            else:
+                async for delta in self._echoed(request):
+                    yield delta
+                return
         options = self._options(request)
         finish: str | None = None
         usage = None
@@ -106,15 +141,16 @@ class OpenAIUpstreamEngine(TextEngine):
             if chat:
                 chunks = await self.client.chat.completions.create(messages=list(request.messages), **options)
             else:
-                chunks = await self.client.completions.create(prompt=request.prompt or "", **options)
+                chunks = await self.client.completions.create(prompt=self._prompt(request), **options)
             async with chunks:
                 async for chunk in chunks:
                     usage = chunk.usage or usage
                     for choice in chunk.choices:
                         text = choice.delta.content if chat else choice.text
                         finish = choice.finish_reason or finish
-                        if text:
-                            yield TextDelta(text=text)
+                        logprobs = _chat_logprobs(choice.logprobs) if chat else _legacy_logprobs(choice.logprobs)
+                        if text or logprobs:
+                            yield TextDelta(text=text or "", logprobs=logprobs)
         except openai.APIError as error:
             raise upstream_error(error, self.info.meta["url"]) from error
         finally:
@@ -126,9 +162,72 @@ class OpenAIUpstreamEngine(TextEngine):
             completion_tokens=usage.completion_tokens if usage else 0,
         )
 
+    async def _echoed(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
+        """One unstreamed call with `echo`: its text and tokens are split where the prompt ends
+        (after as many tokens as a token-id prompt has, or at a text prompt's length)."""
+        options = {**self._options(request), "stream": False, "echo": True}
+        options.pop("stream_options")
+        options["logprobs"] = request.params.logprobs or 0  # the tokens tell where the prompt ends
+        self._active += 1
+        try:
+            reply = await self.client.completions.create(prompt=self._prompt(request), **options)
+        except openai.APIError as error:
+            raise upstream_error(error, self.info.meta["url"]) from error
+        finally:
+            self._active -= 1
+        choice = reply.choices[0]
+        tokens = _legacy_logprobs(choice.logprobs, with_offsets=True)
+        if not tokens:
+            raise EngineError(f"the upstream {self.info.meta['url']} returned no prompt logprobs for `echo`",
+                              param="echo")
+        if request.prompt_ids is not None:
+            cut = len(request.prompt_ids)
+            end = tokens[cut].offset if cut < len(tokens) else len(choice.text)
+        else:
+            end = len(request.prompt or "")
+            cut = sum(1 for t in tokens if (t.offset or 0) < end)
+        asked = request.params.logprobs is not None
+        yield TextDelta(text="", echo=choice.text[:end], prompt_logprobs=tokens[:cut] if asked else None)
+        usage = reply.usage
+        yield TextDelta(
+            text=choice.text[end:],
+            logprobs=tuple(TokenLogprobs(t.token, t.bytes, t.logprob, t.top) for t in tokens[cut:]) if asked else (),
+            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
     @property
     def active_sequences(self) -> int:
         return self._active
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _chat_logprobs(logprobs: Any) -> tuple[TokenLogprobs, ...]:
+    """A chat chunk's `logprobs.content` in our shape."""
+    content = getattr(logprobs, "content", None) or []
+    return tuple(
+        TokenLogprobs(
+            item.token, bytes(item.bytes or item.token.encode()), item.logprob,
+            tuple(TopLogprob(t.token, bytes(t.bytes or t.token.encode()), t.logprob) for t in item.top_logprobs or []),
+        )
+        for item in content
+    )
+
+
+def _legacy_logprobs(logprobs: Any, with_offsets: bool = False) -> tuple[TokenLogprobs, ...]:
+    """A legacy completion's `{tokens, token_logprobs, top_logprobs, text_offset}` in our shape."""
+    tokens = getattr(logprobs, "tokens", None) or []
+    values = getattr(logprobs, "token_logprobs", None) or [None] * len(tokens)
+    tops = getattr(logprobs, "top_logprobs", None) or [None] * len(tokens)
+    offsets = getattr(logprobs, "text_offset", None) or [None] * len(tokens)
+    return tuple(
+        TokenLogprobs(
+            token, token.encode(), value,
+            tuple(TopLogprob(t, t.encode(), lp) for t, lp in (top or {}).items()),
+            offset if with_offsets else None,
+        )
+        for token, value, top, offset in zip(tokens, values, tops, offsets, strict=False)
+    )

@@ -26,7 +26,14 @@ from typing import Any
 
 import torch
 
-from pipelines.decoding import GrammarCompiler, TextAccumulator, sample_next_token
+from pipelines.decoding import (
+    GrammarCompiler,
+    TextAccumulator,
+    TokenSpeller,
+    adjust_logits,
+    sample_next_token,
+    token_logprobs,
+)
 from pipelines.engine import (
     ContextLengthExceeded,
     EngineError,
@@ -34,7 +41,10 @@ from pipelines.engine import (
     GenerationRequest,
     TextDelta,
     TextEngine,
+    TokenLogprobs,
+    TopLogprob,
 )
+from pipelines.scoring import Scorer, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,8 @@ class _Sequence:
     generator: torch.Generator | None = None
     matcher: Any = None
     generated: list[int] = field(default_factory=list)  # what a re-prefill must replay
+    bias: tuple[torch.Tensor, torch.Tensor] | None = None  # logit_bias as (token ids, values)
+    unsent_logprobs: list[TokenLogprobs] = field(default_factory=list)  # until the next delta goes
     completion_tokens: int = 0
     finished: bool = False
     cancelled: bool = False
@@ -59,6 +71,9 @@ class _Sequence:
         return self.finished or self.cancelled
 
     def send(self, item: TextDelta | Exception) -> None:
+        if isinstance(item, TextDelta) and self.unsent_logprobs:
+            item.logprobs = tuple(self.unsent_logprobs)
+            self.unsent_logprobs = []
         self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
 
     def fail(self, error: Exception) -> None:
@@ -120,6 +135,11 @@ class TransformersEngine(TextEngine):
         if self._pad_id is None:
             self._pad_id = min(self._eos_ids)
         self._max_batch = max_batch_size
+        self._vocab_size = int(config.vocab_size)
+        self._speller = TokenSpeller(self.tokenizer)
+        self._scorer = Scorer(
+            self.model, self.tokenizer, context_length=self.info.context_length, pad_id=self._pad_id
+        )
         self._prompt_cache: dict[object, list[int]] = {}
         self._prompt_cache_lock = threading.Lock()
         self._pending: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
@@ -148,6 +168,8 @@ class TransformersEngine(TextEngine):
 
     def _prompt_ids(self, request: GenerationRequest) -> list[int]:
         # validate() and stream() and the n choices of one request all need the same ids.
+        if request.prompt_ids is not None:
+            return list(request.prompt_ids)
         key = request.prompt if request.messages is None else tuple(
             tuple(sorted(m.items())) for m in request.messages
         )
@@ -162,6 +184,8 @@ class TransformersEngine(TextEngine):
         return ids
 
     def _tokenize_prompt(self, request: GenerationRequest) -> list[int]:
+        if request.prompt_ids is not None:
+            return list(request.prompt_ids)
         if request.messages is not None:
             if not self.tokenizer.chat_template:
                 raise EngineError(f"model {self.info.id} has no chat template; use /v1/completions")
@@ -182,8 +206,20 @@ class TransformersEngine(TextEngine):
             raise ContextLengthExceeded(limit, prompt_tokens, wanted)
         return wanted
 
+    supported_extras = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo"})
+
     async def validate(self, request: GenerationRequest) -> int:
-        prompt_tokens = len(self._prompt_ids(request))
+        self.check_extras(request.params)
+        ids = self._prompt_ids(request)
+        if not ids:
+            raise EngineError("the prompt is empty", param="prompt")
+        if request.prompt_ids is not None and not all(0 <= i < self._vocab_size for i in ids):
+            raise EngineError(f"prompt: token ids must be in 0..{self._vocab_size - 1}", param="prompt")
+        bad = [i for i, _ in request.params.logit_bias if not 0 <= i < self._vocab_size]
+        if bad:
+            raise EngineError(f"logit_bias: token id {bad[0]} is not in this model's vocabulary "
+                              f"(0..{self._vocab_size - 1})", param="logit_bias")
+        prompt_tokens = len(ids)
         self._budget(request, prompt_tokens)
         if request.constraint is not None:
             await asyncio.to_thread(self._grammars.compile, request.constraint)  # cached for stream
@@ -199,15 +235,26 @@ class TransformersEngine(TextEngine):
         if request.constraint is not None:
             compiled = await asyncio.to_thread(self._grammars.compile, request.constraint)
             matcher = self._grammars.matcher(compiled)
+        max_tokens = self._budget(request, len(prompt_ids))
+        if params.echo:
+            yield await self._echo(request, prompt_ids)
+        if max_tokens == 0:  # echo only: scoring a prompt, as lm-evaluation-harness does
+            yield TextDelta(text="", finish_reason="length", prompt_tokens=len(prompt_ids))
+            return
+        bias = None
+        if params.logit_bias:
+            ids, values = zip(*params.logit_bias, strict=True)
+            bias = (torch.tensor(ids, dtype=torch.long), torch.tensor(values, dtype=torch.float32))
         seq = _Sequence(
             request=request,
             prompt_ids=prompt_ids,
-            max_tokens=self._budget(request, len(prompt_ids)),
+            max_tokens=max_tokens,
             accumulator=TextAccumulator(self.tokenizer, params.stop),
             loop=asyncio.get_running_loop(),
             outbox=asyncio.Queue(),
             generator=generator,
             matcher=matcher,
+            bias=bias,
         )
         with self._closing_lock:
             if self._closing:
@@ -224,6 +271,28 @@ class TransformersEngine(TextEngine):
         finally:
             # Read by the worker at its next step: a closed stream stops costing compute.
             seq.cancelled = True
+
+    async def _echo(self, request: GenerationRequest, ids: list[int]) -> TextDelta:
+        """The prompt as text and, with logprobs asked, as scored tokens whose `offset`s index
+        that text (the tokenizer's own offsets for a text prompt; decoded prefixes for ids)."""
+        text = (request.prompt or "") if request.prompt_ids is None else self.tokenizer.decode(ids)
+        k = request.params.logprobs
+        if k is None:
+            return TextDelta(text="", echo=text)
+        if request.prompt_ids is None:
+            offsets = [start for start, _ in self.tokenizer(text, return_offsets_mapping=True).offset_mapping]
+        else:
+            offsets, seen = [], b""
+            for token in ids:
+                offsets.append(len(seen.decode("utf-8", errors="ignore")))
+                seen += self._speller.bytes_of(token)
+        scored = await self.prompt_logprobs(ids, k)
+        entries = tuple(
+            TokenLogprobs(*self._speller(s.token), s.logprob,
+                          tuple(TopLogprob(*self._speller(t), lp) for t, lp in s.top), offset)
+            for s, offset in zip(scored, offsets, strict=True)
+        )
+        return TextDelta(text="", echo=text, prompt_logprobs=entries)
 
     @property
     def active_sequences(self) -> int:
@@ -340,6 +409,9 @@ class TransformersEngine(TextEngine):
         sampling or detokenising fails is failed alone; the batch goes on."""
         logits = logits.float()
         seqs = batch.sequences
+        for row, seq in enumerate(seqs):
+            if not seq.done:
+                adjust_logits(logits[row], seq.request.params, seq.generated, seq.bias)
         constrained = []
         if any(s.matcher is not None for s in seqs):
             bitmask = self._grammars.allocate_bitmask(len(seqs))
@@ -359,6 +431,13 @@ class TransformersEngine(TextEngine):
             params = seq.request.params
             try:
                 tokens[row] = sample_next_token(logits[row], params.temperature, params.top_p, seq.generator)
+                if params.logprobs is not None:
+                    # Reported from the distribution after penalties, logit_bias and the grammar
+                    # but before temperature and top_p (vLLM's "processed" logprobs less those):
+                    # the same text gets the same logprobs at any temperature, and a banned
+                    # token shows as impossible.
+                    seq.unsent_logprobs.append(token_logprobs(
+                        torch.log_softmax(logits[row], dim=-1), tokens[row], params.logprobs, self._speller))
                 self._accept(seq, tokens[row])
             except Exception as error:  # noqa: BLE001 - this row's failure only
                 seq.fail(error)
@@ -414,6 +493,25 @@ class TransformersEngine(TextEngine):
             batch.last_tokens = batch.last_tokens[index]
             batch.sequences = [batch.sequences[i] for i in keep]
         return batch
+
+    # -- scoring given text (evaluation, echoed prompts) -------------------------------------
+
+    async def loglikelihoods(
+        self, pairs: list[tuple[list[int], list[int]]], batch_size: int = 8
+    ) -> list[tuple[float, bool]]:
+        """(context ids, continuation ids) -> (summed continuation logprob, greedy?), in order;
+        see `Scorer.loglikelihoods`. Runs in a thread beside the worker's generation (both only
+        read the model); scoring calls queue on the scorer's own lock."""
+        if self._closing:
+            raise self._unloaded()
+        return await asyncio.to_thread(self._scorer.loglikelihoods, pairs, batch_size)
+
+    async def prompt_logprobs(self, ids: list[int], top_k: int = 0) -> list[TokenLogprob]:
+        """Each id's logprob given the ids before it (None for the first) and the top_k
+        alternatives at its position, best first."""
+        if self._closing:
+            raise self._unloaded()
+        return await asyncio.to_thread(self._scorer.token_logprobs, ids, top_k)
 
 
 def _resolve_dtype(name: str) -> torch.dtype:

@@ -122,6 +122,10 @@ def test_agent_requests_that_make_no_sense_are_refused(agent_server):
     ends_with_assistant = httpx.post(url, json={"model": "agentd-rewoo", "messages": [
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
     assert ends_with_assistant.status_code == 400 and ends_with_assistant.json()["error"]["param"] == "messages"
+    for field, value in (("logprobs", True), ("logit_bias", {"42": 5}), ("frequency_penalty", 1.0)):
+        refused = httpx.post(url, json={"model": "agentd-react", field: value,
+                                        "messages": [{"role": "user", "content": "hi"}]})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == field
     missing = httpx.get(f"{agent_server.url}/v1/runs/run-nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "run_not_found"
 

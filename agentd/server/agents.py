@@ -71,6 +71,13 @@ def _refuse_client_features(body: ChatCompletionRequest) -> None:
                        param="response_format")
     if body.n != 1:
         raise APIError(400, "agent models give one answer per request (n=1)", param="n")
+    # An agent's answer comes from several model calls and tools: no one token distribution to
+    # report or bias. Refused rather than ignored; the defaults (what clients send unasked) pass.
+    for param, value in (("logprobs", body.logprobs), ("top_logprobs", body.top_logprobs),
+                         ("logit_bias", body.logit_bias), ("presence_penalty", body.presence_penalty),
+                         ("frequency_penalty", body.frequency_penalty)):
+        if value:
+            raise APIError(400, f"agent models do not support `{param}`; it is for plain models", param=param)
 
 
 async def create_agent_completion(body: ChatCompletionRequest, request: Request):

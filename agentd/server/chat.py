@@ -22,7 +22,7 @@ from agentd.server.generation import (
 )
 from agentd.server.protocol import ChatCompletionRequest, JsonObjectFormat, JsonSchemaFormat
 from agentd.server.transcript import UnsupportedContent, to_template_messages
-from pipelines.engine import Constraint, GenerationRequest
+from pipelines.engine import Constraint, GenerationRequest, TokenLogprobs
 
 
 def _tool_plan(body: ChatCompletionRequest):
@@ -55,8 +55,11 @@ def _generation_request(body: ChatCompletionRequest):
         messages = to_template_messages(body.messages, plan.prompt)
     except UnsupportedContent as error:
         raise APIError(400, str(error), param=error.param) from error
+    if body.top_logprobs is not None and not body.logprobs:
+        raise APIError(400, "top_logprobs: only allowed when `logprobs` is true", param="top_logprobs")
+    logprobs = (body.top_logprobs or 0) if body.logprobs else None
     request = GenerationRequest(
-        params=sampling_params(body, body.token_limit()),
+        params=sampling_params(body, body.token_limit(), logprobs=logprobs),
         messages=tuple(messages),
         constraint=plan.constraint or _format_constraint(body),
     )
@@ -66,11 +69,20 @@ def _generation_request(body: ChatCompletionRequest):
 class _ChoiceState:
     """Turns one choice's text into OpenAI deltas, tool calls included."""
 
-    def __init__(self, index: int, parse_tools: bool, forced: bool):
+    def __init__(self, index: int, parse_tools: bool, forced: bool, with_logprobs: bool = False):
         self.index = index
         self.parser = ToolCallParser(forced) if parse_tools else None
         self.started = False
         self.content = ""
+        self.with_logprobs = with_logprobs
+        self.logprob_items: list[dict[str, Any]] = []
+
+    def logprobs(self, entries: tuple[TokenLogprobs, ...] | None = None) -> dict[str, Any] | None:
+        """OpenAI's `choices[i].logprobs`: of `entries` (a chunk's tokens), or of all tokens so far."""
+        if not self.with_logprobs:
+            return None
+        items = self.logprob_items if entries is None else [_logprob_item(e) for e in entries]
+        return {"content": items, "refusal": None}
 
     def deltas(self, text: str, finish: str | None) -> list[dict[str, Any]]:
         """The deltas `text` makes; `finish` is the engine's finish reason on the last text."""
@@ -130,7 +142,7 @@ async def create_chat_completion(body: ChatCompletionRequest, http: Request):
     requests = fan_out(request, body.n)
     await validate_all(engine, requests, "tools" if plan.constraint else "response_format")
     record = RequestRecord(state.metrics, "chat", body.model)
-    choices = [_ChoiceState(i, plan.constraint is not None, plan.forced) for i in range(body.n)]
+    choices = [_ChoiceState(i, plan.constraint is not None, plan.forced, body.logprobs) for i in range(body.n)]
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -143,8 +155,14 @@ async def _chunks(lease, requests, choices, head, record, include_usage) -> Asyn
     async for index, delta in merged_streams(lease.engine, requests):
         record.saw(delta)
         choice = choices[index]
-        for piece in choice.deltas(delta.text, delta.finish_reason):
-            yield {**base, "choices": [{"index": index, "delta": piece, "logprobs": None, "finish_reason": None}]}
+        # The tokens of this delta go with its first piece (or alone, where the text is held back).
+        logprobs = choice.logprobs(delta.logprobs) if delta.logprobs else None
+        pieces = choice.deltas(delta.text, delta.finish_reason)
+        if logprobs and not pieces:
+            pieces = [choice._with_role({})]
+        for piece in pieces:
+            yield {**base, "choices": [{"index": index, "delta": piece, "logprobs": logprobs, "finish_reason": None}]}
+            logprobs = None
         if delta.finish_reason:
             reason = choice.finish_reason(delta.finish_reason)
             yield {**base, "choices": [{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]}
@@ -157,6 +175,7 @@ async def _complete(lease, requests, choices, head, record) -> dict[str, Any]:
     async for index, delta in merged_streams(lease.engine, requests):
         record.saw(delta)
         choices[index].deltas(delta.text, delta.finish_reason)
+        choices[index].logprob_items += [_logprob_item(e) for e in delta.logprobs]
         if delta.finish_reason:
             reasons[index] = choices[index].finish_reason(delta.finish_reason)
     out = []
@@ -166,6 +185,13 @@ async def _complete(lease, requests, choices, head, record) -> dict[str, Any]:
             message["tool_calls"] = choice.tool_calls
         elif message["content"] is None:
             message["content"] = ""
-        out.append({"index": choice.index, "message": message, "logprobs": None,
+        out.append({"index": choice.index, "message": message, "logprobs": choice.logprobs(),
                     "finish_reason": reasons[choice.index]})
     return {**head, "object": "chat.completion", "choices": out, "usage": record.usage()}
+
+
+def _logprob_item(entry: TokenLogprobs) -> dict[str, Any]:
+    return {
+        "token": entry.token, "logprob": entry.logprob, "bytes": list(entry.bytes),
+        "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": list(t.bytes)} for t in entry.top],
+    }

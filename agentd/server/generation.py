@@ -25,13 +25,19 @@ from pipelines.engine import (
 )
 
 
-def sampling_params(body: Any, max_tokens: int | None) -> SamplingParams:
+def sampling_params(body: Any, max_tokens: int | None, *, logprobs: int | None = None,
+                    echo: bool = False) -> SamplingParams:
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
         stop=body.stop_strings(),
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=body.token_biases(),
+        logprobs=logprobs,
+        echo=echo,
     )
 
 
@@ -50,7 +56,8 @@ async def validate_all(
     """Reject a request that cannot fit, or whose constraint (from the request field
     `constraint_param`) cannot be enforced, before any stream starts."""
     try:
-        for request in {r.prompt or id(r.messages): r for r in requests}.values():
+        for request in {r.prompt or r.prompt_ids or id(r.messages): r for r in requests}.values():
+            engine.check_extras(request.params)  # also for an engine whose validate() forgets to
             await engine.validate(request)
     except ConstraintError as error:
         message = f"{constraint_param}: {error.message}" if constraint_param else error.message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class _Body(BaseModel):
@@ -130,11 +130,29 @@ class _SamplingBody(_Body):
     seed: int | None = None
     n: int = Field(default=1, ge=1, le=16)
     user: str | None = None
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    # Token id (as a string, JSON keys being strings) -> bias added to its logit.
+    logit_bias: dict[str, Any] | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_biases(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked here rather than by the type, so that the error names `logit_bias` itself.
+        for key, bias in (value or {}).items():
+            if not key.strip().isdecimal():  # what int() reads: isdigit() passes "²", which int() refuses
+                raise ValueError(f"keys must be token ids (non-negative integers as strings); got {key!r}")
+            if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+                raise ValueError(f"the bias of token {key} must be a number from -100 to 100; got {bias!r}")
+        return value
 
     def stop_strings(self) -> tuple[str, ...]:
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+    def token_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(key), float(bias)) for key, bias in (self.logit_bias or {}).items())
 
 
 class ChatCompletionRequest(_SamplingBody):
@@ -146,16 +164,28 @@ class ChatCompletionRequest(_SamplingBody):
     parallel_tool_calls: bool = True
     # OpenAI's free-form tags; agent models read `thread_id` from here.
     metadata: dict[str, str] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
 
-class CompletionRequest(_SamplingBody):
-    # minLength in the schema binds only the string; minItems says the same of the list.
-    prompt: str | list[str] = Field(min_length=1, json_schema_extra={"minItems": 1})
-    max_tokens: int | None = Field(default=16, ge=1)
-    echo: bool = False
+Prompt = str | list[int]
 
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+
+class CompletionRequest(_SamplingBody):
+    # As OpenAI: a text, a list of texts, a token-id list, or a list of token-id lists.
+    # minLength in the schema binds only the string; minItems says the same of the list.
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(min_length=1, json_schema_extra={"minItems": 1})
+    max_tokens: int | None = Field(default=16, ge=0)  # 0 only with `echo`: the prompt scored, nothing generated
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+
+    def prompts(self) -> list[Prompt]:
+        """Each prompt: a text or a token-id list."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if all(isinstance(item, int) for item in self.prompt):
+            return [list(self.prompt)]  # type: ignore[arg-type]
+        return list(self.prompt)  # type: ignore[arg-type]
