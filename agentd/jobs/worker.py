@@ -19,7 +19,7 @@ from typing import Any
 
 from agentd.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, jobs_root, open_store
 
-RUNNERS = {"fine_tune": "agentd.jobs.fine_tune:run"}
+RUNNERS = {"fine_tune": "agentd.jobs.fine_tune:run", "evaluation": "agentd.jobs.evaluate:run"}
 
 
 class Reporter:
@@ -75,7 +75,9 @@ def run_job(data_dir: Path, job_id: str) -> int:
     except Exception as error:  # noqa: BLE001 - every failure is recorded with its reason
         traceback.print_exc()
         code = getattr(error, "code", None) or type(error).__name__
-        store.finish(job_id, FAILED, error={"code": code, "message": str(error), "param": None},
+        param = getattr(error, "param", None)  # an EvaluationError names the field at fault
+        store.finish(job_id, FAILED, error={"code": code, "message": str(error),
+                                            "param": param if isinstance(param, str) else None},
                      message=f"failed: {error}")
         return 1
     if reporter.stop_requested():

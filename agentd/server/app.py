@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
 from agentd.config import Settings, accepted_api_keys, model_specs
+from agentd.jobs.evaluate import SELF_API_KEY_ENV, ServedModels
 from agentd.jobs.fine_tune import validate_upload
 from agentd.jobs.service import JobService
 from agentd.server.agents import create_agent_completion, run_routes
@@ -21,13 +23,18 @@ from agentd.server.chat import create_chat_completion
 from agentd.server.completions import create_completion
 from agentd.server.auth import BearerGuard, api_key_guard
 from agentd.server.errors import install_error_handlers
+from agentd.server.evals import eval_router
 from agentd.server.files import file_router
 from agentd.server.fine_tuning import fine_tuning_routes
+from agentd.server.leaderboard import leaderboard_routes
 from agentd.server.metrics import ServerMetrics
 from agentd.server.openapi import MODEL_ERRORS, describe_errors
+from agentd.server.own_url import OwnURL, RecordOwnURL
 from agentd.server.protocol import ChatCompletionRequest, CompletionRequest
 from agentd.server.tools import tool_router
+from pipelines.embedded import EMBEDDED_MODEL_ID
 from pipelines.registry import ModelRegistry
+from tools.builtin.evaluation import EvaluationTools
 from tools.builtin.jobs import JobTools
 from tools.loading import build_registry
 from tools.mcp_server import streamable_http
@@ -63,6 +70,19 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     job_tools = JobTools(jobs) if "finetune" not in tools and tools.context.file_store is not None else None
     if job_tools is not None:
         tools.add(job_tools)
+    # Evaluation jobs open a model served from weights themselves, and reach any other served
+    # model (upstream, agents) through this server's /v1, authenticating with a key the worker
+    # inherits from the environment (never written into the job).
+    own_url = OwnURL(settings)
+    if settings.api_keys:
+        os.environ[SELF_API_KEY_ENV] = settings.api_keys[0].get_secret_value()
+    jobs.model_target = ServedModels(lambda: registry.specs, data_dir=settings.data_dir, self_url=own_url.v1,
+                                     agents=lambda: list(AGENT_TYPES), find_spec=jobs.model_spec,
+                                     dtype=settings.dtype, api_key_env=SELF_API_KEY_ENV if settings.api_keys else None,
+                                     embedded_folder=lambda: registry.folder(EMBEDDED_MODEL_ID))
+    eval_tools = EvaluationTools(jobs) if "evaluate" not in tools else None
+    if eval_tools is not None:
+        tools.add(eval_tools)
     agents = AgentRuntime(tools, settings.data_dir, registry, settings.agent_model or next(iter(registry.specs), ""),
                           AgentLimits(max_steps=settings.agent_max_steps, time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
@@ -84,8 +104,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
             await registry.close()
         if owns_tools:
             tools.close()
-        elif job_tools is not None:  # a shared tool registry outlives this app's jobs service
-            tools.remove_toolkit(job_tools)
+        else:  # a shared tool registry outlives this app's jobs service
+            for toolkit in (job_tools, eval_tools):
+                if toolkit is not None:
+                    tools.remove_toolkit(toolkit)
 
     app = FastAPI(title="agentd", lifespan=lifespan)
     app.state.settings = settings
@@ -95,6 +117,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     app.state.jobs = jobs
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
+    app.add_middleware(RecordOwnURL, own_url=own_url)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
@@ -123,12 +146,14 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
 
     run_routes(v1)
     fine_tuning_routes(v1)
+    leaderboard_routes(v1)
 
     @v1.post("/completions", responses=MODEL_ERRORS)
     async def completions(body: CompletionRequest, request: Request):
         return await create_completion(body, request)
 
     v1.include_router(tool_router(tools), prefix="/tools")
+    v1.include_router(eval_router(settings.data_dir))
     if tools.context.file_store is not None:
         v1.include_router(file_router(tools.context.file_store, max_upload_bytes=settings.max_upload_mb * 2**20,
                                       validators={"fine-tune": validate_upload}))

@@ -114,10 +114,19 @@ class JobTools(Toolkit):
 
 
 def _summary(job) -> dict:
-    summary: dict[str, Any] = {"job_id": job.id, "status": job.status, "model": job.params.get("model")}
+    summary: dict[str, Any] = {"job_id": job.id, "kind": job.kind, "status": job.status}
+    if job.kind == "evaluation":
+        summary["models"] = [model.get("id") for model in job.params.get("models", [])]
+    else:
+        summary["model"] = job.params.get("model")
     if job.progress and not job.finished:
         summary["progress"] = job.progress
-    if job.result:
+    if job.result and job.kind == "evaluation":
+        summary["results"] = [
+            {"model": r["model"], "task": r["task"],
+             "metrics": {name: f"{m['value']:.4f} ± {m['stderr'] or 0:.4f}" for name, m in r["metrics"].items()}}
+            for r in job.result.get("results", [])]
+    elif job.result:
         summary.update({key: job.result.get(key) for key in ("fine_tuned_model", "final_loss", "steps")})
     if job.error:
         summary["error"] = job.error.get("message")

@@ -1,0 +1,147 @@
+"""`evaluate`, `compare_models`, `leaderboard`: evaluation runs as tools an agent can call.
+
+`evaluate` and `compare_models` submit a durable evaluation job through the jobs service (the
+same one the CLI and the Evals API create) and, while they wait, report the samples done as
+progress; the job keeps running if the wait runs out. Scores come with their standard errors,
+and a comparison says when a difference is within noise, so an agent does not over-read a
+small sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field
+
+from agentd.jobs.evaluate import EvaluationRequestError, format_metric, leaderboard_of, results_path, task_result
+from tools.base import ToolError
+from tools.context import ToolContext
+from tools.decorator import Toolkit, tool
+
+if TYPE_CHECKING:
+    from agentd.jobs import Job
+    from agentd.jobs.service import JobService
+
+MAX_WAIT_S = 12 * 3600
+_TIMEOUT_S = MAX_WAIT_S + 600  # the longest wait plus loading every task before it
+
+Tasks = Annotated[list[str], Field(min_length=1, max_length=20)]
+Limit = Annotated[int | None, Field(ge=1)]
+MaxWait = Annotated[float, Field(ge=0, le=MAX_WAIT_S)]
+
+
+class EvaluationTools(Toolkit):
+    """The jobs service's evaluation tools; the service belongs to whoever made it."""
+
+    def __init__(self, service: JobService, poll_s: float = 1.0):
+        self.service, self.poll_s = service, poll_s
+
+    @tool(long_running=True, timeout=_TIMEOUT_S)
+    async def evaluate(self, model: str, tasks: Tasks, ctx: ToolContext, limit: Limit = None,
+                       num_fewshot: Annotated[int | None, Field(ge=0, le=64)] = None, wait: bool = True,
+                       max_wait_s: MaxWait = 1800.0) -> dict:
+        """Evaluate a served model on benchmark tasks; each score comes with its standard error.
+
+        Args:
+            model: the id of a served model (a fine-tune `ft:...` or an agent model too).
+            tasks: built-in task names (arc_easy, arc_challenge, hellaswag, piqa, boolq, sciq, mmlu, ...) or task files.
+            limit: score only the first N samples of each task (faster, wider error bars).
+            num_fewshot: examples shown before each question (default: the task's own).
+            wait: wait for the run to end, reporting progress; false returns the job id at once.
+            max_wait_s: the longest to wait before returning (the run keeps going).
+        """
+        job = await self._create([model], tasks, limit, num_fewshot)
+        if not wait:
+            return _summary(job)
+        job = await self._follow(job, ctx, max_wait_s)
+        return _summary(job, max_wait_s)
+
+    @tool(long_running=True, timeout=_TIMEOUT_S)
+    async def compare_models(self, model_a: str, model_b: str, tasks: Tasks, ctx: ToolContext,
+                             limit: Limit = None, max_wait_s: MaxWait = 3600.0) -> dict:
+        """Evaluate two served models on the same tasks and say, per task, which scored higher and
+        whether the difference is larger than noise.
+
+        Args:
+            model_a: the first model's id (say, the base model).
+            model_b: the second model's id (say, its fine-tune).
+            tasks: built-in task names or task files, as for `evaluate`.
+            limit: score only the first N samples of each task.
+            max_wait_s: the longest to wait before returning (the run keeps going).
+        """
+        from evaluation.reports import compare
+
+        if model_a == model_b:
+            raise ToolError("model_a and model_b are the same model; name two different ones")
+        job = await self._create([model_a, model_b], tasks, limit, None)
+        job = await self._follow(job, ctx, max_wait_s)
+        if job.status != "succeeded":
+            return _summary(job, max_wait_s)
+        results = [task_result(entry) for entry in job.result["results"]]
+        ids = [target["id"] for target in job.params["models"]]
+        by_key = {(result.model, result.task): result for result in results}
+        comparisons = []
+        for task in dict.fromkeys(result.task for result in results):
+            first, second = by_key.get((ids[0], task)), by_key.get((ids[1], task))
+            if first is not None and second is not None:
+                comparisons.append(_comparison(compare(first, second)))
+        return {"job_id": job.id, "model_a": ids[0], "model_b": ids[1], "comparisons": comparisons}
+
+    @tool
+    async def leaderboard(self) -> str:
+        """Every model × task evaluated here so far, best first, as a markdown table."""
+        board = await asyncio.to_thread(leaderboard_of, results_path(self.service.data_dir))
+        return board.markdown() if board is not None else "Nothing has been evaluated yet."
+
+    async def _create(self, models: list[str], tasks: list[str], limit: int | None, num_fewshot: int | None) -> Job:
+        config = {key: value for key, value in (("limit", limit), ("num_fewshot", num_fewshot)) if value is not None}
+        try:
+            return await self.service.create_evaluation(models=models, tasks=tasks, config=config)
+        except EvaluationRequestError as error:
+            raise ToolError(f"{error.param}: {error}" if error.param else str(error)) from None
+
+    async def _follow(self, job: Job, ctx: ToolContext, max_wait_s: float) -> Job:
+        deadline = time.monotonic() + max_wait_s
+        last = None
+        while True:
+            job = self.service.get(job.id)
+            progress = {key: job.progress.get(key) for key in ("done", "total", "model", "task")}
+            if job.progress and progress != last:
+                last = progress
+                ctx.report_progress(job_id=job.id, **progress)
+            if job.finished or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(self.poll_s)
+        if job.status == "failed":
+            raise ToolError(f"evaluation job {job.id} failed: {(job.error or {}).get('message')}")
+        return job
+
+
+def _summary(job: Job, max_wait_s: float | None = None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"job_id": job.id, "status": job.status,
+                               "models": [target["id"] for target in job.params["models"]]}
+    if job.progress and not job.finished:
+        summary["progress"] = job.progress
+    if job.result:
+        summary["results"] = [
+            {"model": entry["model"], "task": entry["task"], "samples": entry["samples"],
+             "unparsed": entry["unparsed"],
+             "scores": {name: format_metric(value) for name, value in entry["metrics"].items()}}
+            for entry in job.result["results"]]
+    if not job.finished and max_wait_s is not None:
+        summary["note"] = (f"the run is still {job.status} after waiting {max_wait_s:g} s and keeps going; "
+                           f"follow it with job_status(job_id=\"{job.id}\")")
+    return summary
+
+
+def _comparison(comparison: Any) -> dict[str, Any]:
+    """A Comparison as plain JSON, whatever its exact fields (reports.compare owns them)."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(comparison):
+        return dataclasses.asdict(comparison)
+    if hasattr(comparison, "json"):
+        return comparison.json()
+    return dict(comparison)
