@@ -45,7 +45,7 @@ HARNESS := .bench/lm-eval
 $(HARNESS)/bin/lm_eval:
 	$(PYTHON) -m venv $(HARNESS)
 	$(HARNESS)/bin/pip install --quiet torch==2.13.0
-	$(HARNESS)/bin/pip install --quiet 'lm-eval[hf]>=0.4.9,<0.5'
+	$(HARNESS)/bin/pip install --quiet 'lm-eval[hf,api]>=0.4.9,<0.5'
 
 bench-eval: $(STAMP) $(HARNESS)/bin/lm_eval
 	$(PY) benchmarks/evaluation.py --harness $(HARNESS)/bin/lm_eval

@@ -158,8 +158,10 @@ def _print_outcome(store, job) -> None:
         if "valid_loss" in curve[-1]:
             typer.echo(f"  validation loss {curve[-1]['valid_loss']:.4f}")
     if job.result and job.kind == "evaluation":
+        from agentd.jobs.evaluate import format_metric
+
         for result in job.result.get("results", []):
-            scores = ", ".join(f"{name} {m['value']:.4f} ± {m['stderr'] or 0:.4f}" for name, m in result["metrics"].items())
+            scores = ", ".join(f"{name} {format_metric(m)}" for name, m in result["metrics"].items())
             typer.echo(f"  {result['model']} on {result['task']}: {scores}")
     elif job.result:
         typer.echo(f"  new model: {job.result['fine_tuned_model']}  (served by `agentd serve` on this data folder)")

@@ -163,6 +163,10 @@ def test_jsonl_run_from_an_uploaded_file(client):
         {"item": {"question": "q", "answer": "a"}}]},
       "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}},
      "data_source.model"),
+    ({"type": "completions", "model": "http://169.254.169.254/v1#m", "source": {"type": "file_content", "content": [
+        {"item": {"question": "q", "answer": "a"}}]},
+      "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]}},
+     "data_source.model"),
     ({"type": "completions", "model": MODEL, "source": {"type": "file_content", "content": [
         {"item": {"question": "q", "answer": "a"}}]},
       "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.question}}"}]},

@@ -200,6 +200,14 @@ def test_top_logprobs_needs_logprobs(http):
     assert reply.status_code == 400 and reply.json()["error"]["param"] == "top_logprobs"
 
 
+def test_null_means_not_set(http):
+    """OpenAI's schema allows null for these; clients that send every field send it."""
+    reply = http.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+        "logprobs": None, "presence_penalty": None, "frequency_penalty": None})
+    assert reply.status_code == 200 and reply.json()["choices"][0]["logprobs"] is None
+
+
 def test_an_upstream_passes_logprobs_and_penalties_on(server, tokenizer):
     proxy_registry = ModelRegistry([parse_model_spec(f"far={server.url}/v1#{MODEL}")], DATA_DIR)
     asyncio.run(proxy_registry.load_all())

@@ -146,6 +146,11 @@ def eval_router(data_dir: Path) -> APIRouter:
             tasks = [{"type": "openai_eval", "eval": config, "data_source": checked}]
             run_config = {}
         judges = [spec["model"] for spec in record.testing_criteria if spec["type"] in ("label_model", "score_model")]
+        # Runs evaluate what this server serves: a URL would make its workers call any address.
+        for name, param in [(m, model_param) for m in models] + [(j, "testing_criteria.model") for j in judges]:
+            if isinstance(name, str) and name.startswith(("http://", "https://")):
+                raise APIError(400, f"{name!r}: an eval run uses models this server serves, not URLs "
+                               "(serve the endpoint with --model ID=URL#model)", param=param)
         from agentd.jobs.evaluate import EvaluationRequestError
 
         try:

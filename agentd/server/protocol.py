@@ -135,6 +135,11 @@ class _SamplingBody(_Body):
     # Token id (as a string, JSON keys being strings) -> bias added to its logit.
     logit_bias: dict[str, Any] | None = None
 
+    @field_validator("presence_penalty", "frequency_penalty", mode="before")
+    @classmethod
+    def _null_is_no_penalty(cls, value: Any) -> Any:
+        return 0.0 if value is None else value  # OpenAI's schema allows null for "not set"
+
     @field_validator("logit_bias")
     @classmethod
     def _token_biases(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -166,6 +171,11 @@ class ChatCompletionRequest(_SamplingBody):
     metadata: dict[str, str] | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    @field_validator("logprobs", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

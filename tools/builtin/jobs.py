@@ -122,9 +122,11 @@ def _summary(job) -> dict:
     if job.progress and not job.finished:
         summary["progress"] = job.progress
     if job.result and job.kind == "evaluation":
+        from agentd.jobs.evaluate import format_metric
+
         summary["results"] = [
             {"model": r["model"], "task": r["task"],
-             "metrics": {name: f"{m['value']:.4f} ± {m['stderr'] or 0:.4f}" for name, m in r["metrics"].items()}}
+             "metrics": {name: format_metric(m) for name, m in r["metrics"].items()}}
             for r in job.result.get("results", [])]
     elif job.result:
         summary.update({key: job.result.get(key) for key in ("fine_tuned_model", "final_loss", "steps")})
