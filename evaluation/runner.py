@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = ["EvaluationCancelled", "RunConfig", "TaskResult", "evaluate", "sample_records"]
 
-# A round holds at least this many requests (and at least `batch_size * 4`): enough to fill the
-# engine's batches several times over, small enough that progress and resumption stay fine-grained.
-_ROUND_REQUESTS = 64
+# A round holds `batch_size` times this many requests. The engine sorts a round's contexts by
+# length to pad little, so small rounds cost: on ARC-Easy, rounds of 64 requests were 15-25%
+# slower than of 512 (batch 8), which still report progress and can stop every ~10 s on a CPU.
+_ROUND_BATCHES = 64
 
 
 @dataclass
@@ -80,7 +81,7 @@ async def evaluate(model: EvalModel, task: Task, config: RunConfig, store: Resul
     if todo:
         await model.check(needs_loglikelihood=any(
             isinstance(r, (LoglikelihoodRequest, RollingRequest)) for _, s in todo for r in s.requests))
-    for batch in _rounds(todo, max(_ROUND_REQUESTS, config.batch_size * 4)):
+    for batch in _rounds(todo, config.batch_size * _ROUND_BATCHES):
         if should_stop and should_stop():
             raise EvaluationCancelled(len(scores), total)
         fresh = await _run_round(model, task, [s for _, s in batch], config.batch_size, ctx)

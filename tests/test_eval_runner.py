@@ -175,7 +175,7 @@ def test_a_repeated_run_makes_no_model_call(local, tmp_path):
 
 def test_an_interrupted_run_resumes_where_it_stopped(local, arc_easy, tmp_path):
     store = ResultStore(tmp_path / "results.sqlite")
-    config = RunConfig(limit=40, batch_size=8)
+    config = RunConfig(limit=40, batch_size=1)  # rounds of 64 requests: 16 questions
     seen: list[tuple[int, int]] = []
     stop_after_first = CountingModel(local)
     with pytest.raises(EvaluationCancelled) as cancelled:
