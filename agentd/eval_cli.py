@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -121,37 +120,27 @@ def _print_tasks() -> None:
 def _run_and_follow(manager: Any, job_id: str) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    manager.launch(job_id)  # False when a server on this data folder claimed it first: then just follow
+    from agentd.jobs_cli import follow
+
     seen = 0
-    try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn()) as progress:
-            bar = progress.add_task("loading", total=None)
-            while True:
-                job = manager.store.get(job_id)
-                for event in manager.store.events(job_id, after=seen):
-                    seen = event.seq
-                    if event.type == "metrics":
-                        progress.console.print(event.message)
-                    elif event.level in ("warning", "error"):
-                        progress.console.print(f"[yellow]{event.message}[/yellow]")
-                state = job.progress
-                if state.get("total"):
-                    label = f"{state['model']} · {state['task']}" if state.get("task") else "done"
-                    progress.update(bar, total=state["total"], completed=state["done"], description=label)
-                if job.finished:
-                    return job
-                manager.tick_reap()
-                if job.status == "queued":  # requeued after its worker died: resume it from the cache
-                    manager.launch(job_id)
-                time.sleep(0.3)
-    except KeyboardInterrupt:
-        typer.echo("cancelling…")
-        manager.cancel(job_id)
-        while not manager.store.get(job_id).finished:
-            manager.tick_reap()
-            time.sleep(0.3)
-        return manager.store.get(job_id)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn()) as progress:
+        bar = progress.add_task("loading", total=None)
+
+        def show(job: Any) -> None:
+            nonlocal seen
+            for event in manager.store.events(job_id, after=seen):
+                seen = event.seq
+                if event.type == "metrics":
+                    progress.console.print(event.message)
+                elif event.level in ("warning", "error"):
+                    progress.console.print(f"[yellow]{event.message}[/yellow]")
+            state = job.progress
+            if state.get("total"):
+                label = f"{state['model']} · {state['task']}" if state.get("task") else "done"
+                progress.update(bar, total=state["total"], completed=state["done"], description=label)
+
+        return follow(manager, job_id, show, poll_s=0.3)
 
 
 def _report(job: Any, output: Path) -> None:

@@ -109,39 +109,52 @@ def finetune(
             _run_and_follow(service.manager, job.id)
 
 
-def _run_and_follow(manager, job_id: str) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    manager.launch(job_id)  # False when a server on this data folder claimed it first: then just follow
-    seen = 0
+def follow(manager, job_id: str, show, poll_s: float = 0.5):
+    """Runs the job in this process (unless a server on this data folder claimed it first: then
+    just follows it), calling `show(job)` at each look until it ends, and returns the ended job.
+    A job requeued after its worker died is started again (it resumes); Ctrl-C cancels it."""
+    manager.launch(job_id)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TextColumn("{task.fields[stats]}"), TimeRemainingColumn()) as progress:
-            bar = progress.add_task("training", total=None, stats="")
-            while True:
-                job = manager.store.get(job_id)
-                for event in manager.store.events(job_id, after=seen):
-                    seen = event.seq
-                    if event.type == "message":
-                        progress.console.print(f"[dim]{event.message}[/dim]")
-                step = job.progress
-                if step:
-                    progress.update(bar, total=step["total_steps"], completed=step["step"],
-                                    stats=f"loss {step['loss']:.4f}  {step['tokens_per_second']:.0f} tok/s")
-                if job.finished:
-                    break
-                manager.tick_reap()
-                if job.status == "queued":  # requeued after its worker died: resume it
-                    manager.launch(job_id)
-                time.sleep(0.5)
+        while True:
+            job = manager.store.get(job_id)
+            show(job)
+            if job.finished:
+                return job
+            manager.tick_reap()
+            if job.status == "queued":
+                manager.launch(job_id)
+            time.sleep(poll_s)
     except KeyboardInterrupt:
         typer.echo("cancelling…")
         manager.cancel(job_id)
         while not manager.store.get(job_id).finished:
             manager.tick_reap()
-            time.sleep(0.5)
-    _print_outcome(manager.store, manager.store.get(job_id))
-    if manager.store.get(job_id).status != "succeeded":
+            time.sleep(poll_s)
+        return manager.store.get(job_id)
+
+
+def _run_and_follow(manager, job_id: str) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    seen = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[stats]}"), TimeRemainingColumn()) as progress:
+        bar = progress.add_task("training", total=None, stats="")
+
+        def show(job) -> None:
+            nonlocal seen
+            for event in manager.store.events(job_id, after=seen):
+                seen = event.seq
+                if event.type == "message":
+                    progress.console.print(f"[dim]{event.message}[/dim]")
+            step = job.progress
+            if step:
+                progress.update(bar, total=step["total_steps"], completed=step["step"],
+                                stats=f"loss {step['loss']:.4f}  {step['tokens_per_second']:.0f} tok/s")
+
+        job = follow(manager, job_id, show)
+    _print_outcome(manager.store, job)
+    if job.status != "succeeded":
         raise typer.Exit(1)
 
 
