@@ -34,8 +34,13 @@ TokenPair = tuple[list[int], list[int]]
 class LocalModel(EvalModel):
     """Wraps an engine; closes it only if it built it (`load`), never a server's shared engine."""
 
-    def __init__(self, engine: Any, chat_template: bool = False, *, adapter: str | Path | None = None,
+    def __init__(self, engine: Any, chat_template: bool | None = None, *, adapter: str | Path | None = None,
                  owns_engine: bool = False):
+        """`chat_template` None: generation prompts go through the model's chat template when it has
+        one (an instruct model given a bare prompt mostly answers with nothing); log-likelihood
+        prompts stay plain text either way, as lm-evaluation-harness scores them."""
+        if chat_template is None:
+            chat_template = bool(getattr(getattr(engine, "tokenizer", None), "chat_template", None))
         self.engine = engine
         self._owns_engine = owns_engine
         folder = engine.info.meta.get("path")
@@ -54,7 +59,7 @@ class LocalModel(EvalModel):
 
     @classmethod
     def load(cls, model_id: str, folder: str | Path, adapter: str | Path | None = None, dtype: str = "auto",
-             *, chat_template: bool = False) -> LocalModel:
+             *, chat_template: bool | None = None) -> LocalModel:
         from pipelines.transformers_engine import TransformersEngine
 
         if not (Path(folder) / "config.json").is_file():

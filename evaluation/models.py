@@ -34,7 +34,7 @@ def open_model(target: dict[str, Any]) -> EvalModel:
             target["path"],
             adapter=target.get("adapter"),
             dtype=target.get("dtype") or "auto",
-            chat_template=bool(target.get("chat_template", False)),
+            chat_template=target.get("chat_template"),  # None: the model's own template, if it has one
         )
     if kind == "given":  # the data carries the outputs (an Evals API jsonl run): nothing to ask
         from evaluation.openai_evals import GivenOutputs

@@ -34,7 +34,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def local(tiny):
-    model = LocalModel.load("tiny", tiny)
+    model = LocalModel.load("tiny", tiny, chat_template=False)  # raw prompts, compared with plain transformers
     yield model
     asyncio.run(model.close())
 
@@ -174,11 +174,13 @@ def test_fingerprint_follows_the_weights(tiny, tmp_path, local):
     other = LocalModel.load("tiny", copy)
     try:
         assert other.info.fingerprint.startswith("sha256:")
-        same_folder = LocalModel(local.engine)
+        same_folder = LocalModel(local.engine, chat_template=False)
         assert same_folder.info.fingerprint == local.info.fingerprint
+        # Unsaid, generation goes through the model's own chat template (the tiny model has one).
+        assert LocalModel(local.engine).info.chat_template is True
         with open(copy / "config.json", "a") as config:
             config.write("\n")
-        assert LocalModel(other.engine).info.fingerprint != other.info.fingerprint
+        assert LocalModel(other.engine, chat_template=False).info.fingerprint != other.info.fingerprint
     finally:
         asyncio.run(other.close())
 

@@ -103,7 +103,7 @@ class CountingModel(EvalModel):
 
 @pytest.fixture(scope="module")
 def local(tiny):
-    model = LocalModel.load("tiny", tiny)
+    model = LocalModel.load("tiny", tiny, chat_template=False)  # raw prompts, compared with plain transformers
     yield model
     asyncio.run(model.close())
 
