@@ -72,6 +72,16 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def local(tiny):
+    """The tiny model under evaluation, prompted raw: compared with plain transformers by hand."""
+    from evaluation.models import LocalModel
+
+    model = LocalModel.load("tiny", tiny, chat_template=False)
+    yield model
+    asyncio.run(model.close())
+
+
+@pytest.fixture(scope="session")
 def tickets(tmp_path_factory) -> Path:
     """40 ticket-routing chat examples as OpenAI messages JSONL."""
     from tests.fixtures.tickets import write_tickets

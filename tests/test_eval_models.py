@@ -33,13 +33,6 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def local(tiny):
-    model = LocalModel.load("tiny", tiny, chat_template=False)  # raw prompts, compared with plain transformers
-    yield model
-    asyncio.run(model.close())
-
-
-@pytest.fixture(scope="module")
 def plain(tiny):
     """The same weights through plain transformers, for the hand computations."""
     model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32).eval()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from evaluation.metrics import aggregate_metric
-from evaluation.models import EndpointModel, LocalModel
+from evaluation.models import EndpointModel
 from evaluation.requests import (
     EvalModel,
     EvaluationError,
@@ -99,13 +99,6 @@ class CountingModel(EvalModel):
     @property
     def total(self) -> int:
         return sum(self.requests.values())
-
-
-@pytest.fixture(scope="module")
-def local(tiny):
-    model = LocalModel.load("tiny", tiny, chat_template=False)  # raw prompts, compared with plain transformers
-    yield model
-    asyncio.run(model.close())
 
 
 @pytest.fixture(scope="module")
