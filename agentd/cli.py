@@ -1,4 +1,4 @@
-"""The `agentd` command: serve, chat, models, tools, finetune, eval, jobs."""
+"""The `agentd` command: serve, chat, models, tools, finetune, eval, jobs, deploy, undeploy, deployments."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from agentd.deploy_cli import register as register_deploy_commands
 from agentd.eval_cli import evaluate
 from agentd.jobs_cli import finetune, jobs_app
 from agentd.tools_cli import tools_app
@@ -18,6 +19,7 @@ app.add_typer(tools_app, name="tools")
 app.add_typer(jobs_app, name="jobs")
 app.command()(finetune)
 app.command("eval")(evaluate)
+register_deploy_commands(app)
 
 BaseURL = Annotated[str, typer.Option(envvar="AGENTD_URL", help="Server to talk to.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="AGENTD_API_KEY", help="Bearer key.")]
@@ -40,6 +42,8 @@ def serve(
     mcp: Annotated[Optional[list[str]], typer.Option(help="MCP server URL or command to import, repeatable.")] = None,
     no_builtin_tools: Annotated[bool, typer.Option(help="Leave out calculator, python, knowledge_*.")] = False,
     agent_model: Annotated[Optional[str], typer.Option(help="Served model the agents think with (default: the first).")] = None,
+    image_pipeline: Annotated[Optional[Path], typer.Option(
+        help="Local diffusers pipeline folder (saved with save_pretrained) that text_to_image draws with.")] = None,
 ) -> None:
     """Serve the OpenAI-compatible API, the tools (`/v1/tools`) and MCP (`/mcp`)."""
     import uvicorn
@@ -49,7 +53,8 @@ def serve(
 
     flags = {"host": host, "port": port, "models": model, "upstream_api_keys": upstream_api_key, "api_keys": api_key,
              "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "tools": tools,
-             "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model}
+             "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model,
+             "image_pipeline": image_pipeline}
     settings = Settings(**{k: v for k, v in flags.items() if v}, **({"builtin_tools": False} if no_builtin_tools else {}))
     try:
         application = create_app(settings)

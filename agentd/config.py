@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     # Memory the models loaded on demand (fine-tunes, checkpoints) may take together; past it the
     # least recently used idle one is unloaded. None: no limit.
     on_demand_memory_mb: float | None = Field(None, gt=0)
+    # Deployments on vLLM: the Python of the venv vLLM lives in (default: `.venv-vllm` beside
+    # the checkout, as `make vllm` makes it), and how long a launch may take to become healthy.
+    vllm_python: Path | None = None
+    vllm_startup_timeout_s: float = Field(900.0, gt=0)
+    # How often idle deployments are checked against their keep_alive.
+    deployment_check_s: float = Field(5.0, gt=0)
+    # A local diffusers pipeline folder (`save_pretrained` layout) for `text_to_image`; None: not configured.
+    image_pipeline: Path | None = None
 
     @field_validator("models", "upstream_api_keys", "api_keys", "cors_origins", "tools", "remote_tools", "mcp_servers", mode="before")
     @classmethod

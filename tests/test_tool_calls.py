@@ -1,6 +1,9 @@
+from __future__ import annotations
+
 import json
 
 import pytest
+from pydantic import BaseModel
 
 from agentd.llm.tool_calls import (
     TOOL_CALL_START,
@@ -10,6 +13,7 @@ from agentd.llm.tool_calls import (
     ToolCallParser,
     plan_tool_calls,
 )
+from tools import tool
 
 WEATHER = {
     "name": "get_weather",
@@ -93,3 +97,55 @@ def test_a_cut_call_never_becomes_content_and_keeps_what_its_arguments_had(force
 def test_uncut_output_that_is_not_a_call_is_still_content():
     parser = ToolCallParser(forced=True)
     assert [e.text for e in run(parser, ["I cannot call that."])] == ["I cannot call that."]
+
+
+class Box(BaseModel):
+    x: int
+    y: int
+
+
+class Node(BaseModel):
+    name: str
+    children: list[Node] = []
+
+
+@tool
+def mark(boxes: list[Box], tree: Node | None = None) -> str:
+    """Mark boxes.
+
+    Args:
+        boxes: where.
+        tree: a tree of names.
+    """
+    return "ok"
+
+
+def test_nested_models_in_tool_arguments_still_constrain_once_nested_in_a_step():
+    """pydantic writes nested models as `$ref: #/$defs/…`; nested in a step or call schema, `#/`
+    would name the outer schema, and xgrammar refused it ("Cannot find field $defs")."""
+    import jsonschema
+    import xgrammar
+
+    from agentd.llm.chat_model import step_schema
+
+    definition = mark.definition()
+    assert "$defs" in definition["function"]["parameters"]
+    step = step_schema([definition], max_calls=1)
+    assert "$ref" not in json.dumps(step) and "$defs" not in json.dumps(step)
+    xgrammar.Grammar.from_json_schema(json.dumps(step))
+    good = {"thought": "", "tool_calls": [{"name": "mark", "arguments": {
+        "boxes": [{"x": 1, "y": 2}], "tree": {"name": "a", "children": [{"name": "b"}]}}}]}
+    jsonschema.validate(good, step)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**good, "tool_calls": [{"name": "mark", "arguments": {"boxes": [{"x": "one"}]}}]}, step)
+    call = plan_tool_calls([{"name": "mark", "parameters": definition["function"]["parameters"]}], "required", False)
+    xgrammar.Grammar.from_json_schema(json.dumps(call.constraint.schema))
+
+
+def test_inlining_leaves_what_it_cannot_resolve_for_the_compiler_to_refuse():
+    from agentd.llm.tool_calls import inline_refs
+
+    missing = {"type": "object", "properties": {"a": {"$ref": "#/$defs/Gone"}}}
+    assert inline_refs(missing) == missing
+    malformed = {"$defs": ["not", "a", "map"], "properties": {"a": {"$ref": "#/$defs/X"}}}
+    assert inline_refs(malformed)["properties"]["a"] == {"$ref": "#/$defs/X"}

@@ -44,11 +44,11 @@ def http(tool_server):
 
 def test_listing_and_one_openapi_route_per_tool(http):
     listed = http.get("/tools").json()
-    assert {t["name"] for t in listed["data"]} == {"calculator", "shout", "resize_image", "increment"}
+    assert {t["name"] for t in listed["data"]} == {"calculator", "shout", "stretch_image", "increment"}
     paths = http.get("/openapi.json").json()["paths"]
     body = paths["/tools/shout"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"]["required"] == ["text"]
-    multipart = paths["/tools/resize_image"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    multipart = paths["/tools/stretch_image"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert multipart["properties"]["image"]["format"] == "binary"
     # The key guard, input errors, and no FastAPI 422 (never sent).
     assert set(paths["/tools/shout"]["post"]["responses"]) == {"200", "400", "401", "404"}
@@ -76,7 +76,7 @@ def test_the_key_is_required(tool_server):
 
 
 def test_images_as_multipart_in_and_base64_and_file_ids_out(http):
-    response = http.post("/tools/resize_image", files={"image": ("in.png", png(40, 30), "image/png")},
+    response = http.post("/tools/stretch_image", files={"image": ("in.png", png(40, 30), "image/png")},
                          data={"width": "8", "height": "6"})
     (part,) = response.json()["content"]
     assert part["type"] == "image" and (part["width"], part["height"]) == (8, 6)
@@ -84,10 +84,10 @@ def test_images_as_multipart_in_and_base64_and_file_ids_out(http):
     content = http.get(f"/files/{part['file_id']}/content")
     assert content.headers["content-type"] == "image/png" and content.content == base64.b64decode(part["data"])
     assert http.get(f"/files/{part['file_id']}").json()["bytes"] == len(content.content)
-    lean = http.post("/tools/resize_image?inline=false", json={
+    lean = http.post("/tools/stretch_image?inline=false", json={
         "image": Image(png(4, 4), "image/png").to_data_url(), "width": 2, "height": 2}).json()
     assert "data" not in lean["content"][0] and lean["content"][0]["file_id"]
-    not_image = http.post("/tools/resize_image", files={"image": ("x.png", b"nope", "image/png")},
+    not_image = http.post("/tools/stretch_image", files={"image": ("x.png", b"nope", "image/png")},
                           data={"width": "1", "height": "1"})
     assert not_image.status_code == 400 and "not an image" in not_image.json()["error"]["message"]
 
@@ -95,14 +95,14 @@ def test_images_as_multipart_in_and_base64_and_file_ids_out(http):
 def test_local_paths_are_refused_over_http(http, tmp_path):
     path = tmp_path / "secret.png"
     path.write_bytes(png(2, 2))
-    refused = http.post("/tools/resize_image", json={"image": str(path), "width": 1, "height": 1})
+    refused = http.post("/tools/stretch_image", json={"image": str(path), "width": 1, "height": 1})
     assert refused.status_code == 400 and "local paths are not accepted" in refused.json()["error"]["message"]
 
 
 async def test_remote_tools_work_like_local_ones(tool_server, tmp_path):
     local = ToolRegistry(file_store=FileStore(tmp_path / "files"))
     local.add(RemoteToolkit.from_url(f"{tool_server.url}/tools", api_key=KEY, prefix="remote_"))
-    assert set(local.names) == {"remote_calculator", "remote_shout", "remote_resize_image", "remote_increment"}
+    assert set(local.names) == {"remote_calculator", "remote_shout", "remote_stretch_image", "remote_increment"}
     assert local.get("remote_shout").source == f"{tool_server.url}/tools"
     assert (await local.invoke("remote_shout", {"text": "far"})).value == "FAR"
     # The state lives on the remote side.
@@ -111,7 +111,7 @@ async def test_remote_tools_work_like_local_ones(tool_server, tmp_path):
 
     # A picture from this side's store goes over as bytes; the answer lands in this side's store.
     stored = local.context.file_store.put(png(10, 10), "mine.png", "vision", "image/png")
-    resized = await local.invoke("remote_resize_image", {"image": stored.id, "width": 3, "height": 4})
+    resized = await local.invoke("remote_stretch_image", {"image": stored.id, "width": 3, "height": 4})
     (artifact,) = resized.artifacts
     assert local.context.file_store.get(artifact.file_id).bytes == artifact.size
     assert PILImage.open(local.context.file_store.path(artifact.file_id)).size == (3, 4)

@@ -33,7 +33,7 @@ def tool_servers(registry, tmp_path_factory):
 def test_user_tools_are_listed_beside_the_builtins(tool_servers):
     listed = httpx.get(f"{tool_servers[0].url}/v1/tools").json()["data"]
     names = {entry["name"] for entry in listed}
-    assert {"shout", "resize_image", "increment", "calculator", "python", "knowledge_search"} <= names
+    assert {"shout", "stretch_image", "increment", "calculator", "python", "knowledge_search"} <= names
     shout = next(entry for entry in listed if entry["name"] == "shout")
     assert shout["parameters"]["properties"]["times"]["default"] == 1 and shout["source"] == "local"
 

@@ -7,12 +7,13 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
+from agentd.agents.files import RunFiles, with_file_choices
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
@@ -23,6 +24,9 @@ FINAL_ANSWER = {"type": "function", "function": {
                    "required": ["answer"], "additionalProperties": False}}}
 
 StepWriter = Callable[[Step], None]
+
+# A request's `tool_choice` as the agents read it: OpenAI's words, or the one tool the first call must use.
+ToolChoice = Literal["auto", "none", "required"] | dict[str, str]
 
 
 class RunClock:
@@ -105,6 +109,9 @@ class AgentContext:
         tool_names: the tools this agent may use (None: all).
         max_steps: model calls a ReAct loop may make; plan size for ReWOO and planner.
         max_calls: tool calls one ReAct step may make at once (parallel calls).
+        files: the file ids the run knows (pictures sent, artifacts made), with their URLs.
+        tool_choice: "none" (answer without tools), "required" (the first step calls a tool),
+            {"name": X} (the first call is X), or "auto".
     """
 
     llm: ChatModel
@@ -113,10 +120,34 @@ class AgentContext:
     tool_names: list[str] | None = None
     max_steps: int = 6
     max_calls: int = 3
+    files: RunFiles = field(default_factory=RunFiles)
+    tool_choice: ToolChoice = "auto"
 
     def definitions(self) -> list[dict[str, Any]]:
+        """The tools the model may call now, their file arguments narrowed to the ids the run knows."""
+        if self.tool_choice == "none":
+            return []
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
-        return self.tools.definitions(names)
+        return [_with_known_files(d, self.files) for d in self.tools.definitions(names)]
+
+    @property
+    def forced_tool(self) -> str | None:
+        """The tool a named `tool_choice` makes the first call use."""
+        return self.tool_choice.get("name") if isinstance(self.tool_choice, dict) else None
+
+    def first_step_tools(self) -> list[dict[str, Any]]:
+        """What the first step of a ReAct loop may call: the forced tool alone, any tool but
+        final_answer when a call is required, else every tool and final_answer."""
+        tools = self.definitions()
+        forced = [t for t in tools if t["function"]["name"] == self.forced_tool]
+        if forced:
+            return forced
+        return tools if self.tool_choice == "required" and tools else tools + [FINAL_ANSWER]
+
+
+def _with_known_files(definition: dict[str, Any], files: RunFiles) -> dict[str, Any]:
+    function = definition["function"]
+    return {**definition, "function": {**function, "parameters": with_file_choices(function["parameters"], files)}}
 
 
 def step_writer(runtime: Runtime[AgentContext], node: str = "") -> StepWriter:
@@ -158,11 +189,22 @@ async def run_calls(ctx: AgentContext, calls: list[ToolCall], allowed: set[str],
         if result is None:
             observation = Observation(call.id, call.name, prompt("call_rejected"), True)
         else:
-            artifacts = [{"file_id": a.file_id, "kind": a.kind, "mime_type": a.mime_type} for a in result.artifacts]
+            artifacts = [_artifact(ctx, a) for a in result.artifacts]
             observation = Observation(call.id, call.name, result.observation(), not result.ok, artifacts)
         write(observation)
         observations.append(observation)
     return observations
+
+
+def _artifact(ctx: AgentContext, artifact: Any) -> dict[str, Any]:
+    """An artifact as an observation lists it; a stored one gets its URL and becomes a known id."""
+    listed = {"file_id": artifact.file_id, "kind": artifact.kind, "mime_type": artifact.mime_type,
+              "filename": artifact.filename}
+    if artifact.file_id:
+        listed["url"] = ctx.files.add_artifact(artifact.file_id, artifact.kind, artifact.filename)
+    if artifact.width:
+        listed.update(width=artifact.width, height=artifact.height)
+    return listed
 
 
 async def _invoke(ctx: AgentContext, call: ToolCall, write: StepWriter):

@@ -34,7 +34,9 @@ async def think(state: ReactState, runtime: Runtime[AgentContext], *, max_steps:
     steps = state.get("steps", 0)
     if steps >= (max_steps or ctx.max_steps):
         return {"answer": await _best_effort_answer(ctx, state["messages"])}
-    reply = await ctx.llm.act(state["messages"], ctx.definitions() + [FINAL_ANSWER], max_calls=max_calls or ctx.max_calls)
+    # A request's tool_choice shapes the first step only; after it the model chooses freely.
+    tools = ctx.first_step_tools() if steps == 0 else ctx.definitions() + [FINAL_ANSWER]
+    reply = await ctx.llm.act(state["messages"], tools, max_calls=max_calls or ctx.max_calls)
     if reply.error:
         write(Retry(f"the reply could not be read as tool calls ({reply.error})", steps + 1))
         return {"steps": steps + 1, "messages": [

@@ -27,15 +27,18 @@ class RewooState(TypedDict, total=False):
     attempts: int
     feedback: str
     evidence: dict[str, str]
+    # Step id → the file its tool made: a later step's image or file argument `#E1` means that file.
+    outputs: dict[str, str]
     answer: str | None
 
 
 def rewoo_input(messages: list[dict[str, Any]], resuming_thread: bool) -> dict[str, Any]:
     return {"question": str(messages[-1].get("content") or ""), "plan": [], "attempts": 0, "feedback": "",
-            "evidence": {}, "answer": None}
+            "evidence": {}, "outputs": {}, "answer": None}
 
 
-def plan_schema(tools: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
+def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None = None) -> dict[str, Any]:
+    """The plan's JSON schema; `first` names the tool the first step must call (a named tool_choice)."""
     variants = []
     for definition in tools:
         parameters = bounded_strings(definition["function"]["parameters"])
@@ -47,9 +50,10 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int) -> dict[str, Any]:
             "arguments": {**parameters, "properties": referable}},
             "required": ["thought", "tool", "arguments"], "additionalProperties": False})
     item = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    return {"type": "object", "properties": {"steps": {"type": "array", "items": item, "minItems": 1,
-                                                       "maxItems": max_steps}},
-            "required": ["steps"], "additionalProperties": False}
+    steps = {"type": "array", "items": item, "minItems": 1, "maxItems": max_steps}
+    if first is not None:
+        steps["prefixItems"] = [v for v in variants if v["properties"]["tool"]["const"] == first]
+    return {"type": "object", "properties": {"steps": steps}, "required": ["steps"], "additionalProperties": False}
 
 
 def check_plan(steps: list[dict[str, Any]]) -> str | None:
@@ -65,13 +69,16 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     ctx = runtime.context
     attempts = state.get("attempts", 0) + 1
     tools = ctx.definitions()
+    if not tools:  # tool_choice "none": nothing to plan, the solver answers
+        return {"plan": [], "attempts": MAX_PLAN_ATTEMPTS, "feedback": ""}
     messages = [{"role": "system", "content": prompt("rewoo_planner", tools=describe_tools(tools))},
                 *earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
     if state.get("feedback"):
         messages.append({"role": "user", "content": prompt("rewoo_replan", problem=state["feedback"])})
     try:
-        steps = (await ctx.llm.structured(messages, plan_schema(tools, ctx.max_steps), max_tokens=600))["steps"]
-        problem = check_plan(steps)
+        schema = plan_schema(tools, ctx.max_steps, ctx.forced_tool)
+        steps = (await ctx.llm.structured(messages, schema, max_tokens=600))["steps"]
+        problem = check_plan(steps) or _check_first(steps, ctx.forced_tool)
     except StructuredOutputError as error:
         steps, problem = [], str(error)
     if problem is None:
@@ -81,6 +88,13 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
         return {"plan": items, "attempts": attempts, "feedback": ""}
     runtime.stream_writer(Retry(f"the plan could not be used: {problem}", attempts))
     return {"plan": [], "attempts": attempts, "feedback": problem}
+
+
+def _check_first(steps: list[dict[str, Any]], first: str | None) -> str | None:
+    # A constrained model cannot break this; an upstream held only by its prompt can.
+    if first is not None and steps and steps[0]["tool"] != first:
+        return f"the first step must call {first}"
+    return None
 
 
 def _after_plan(state: RewooState) -> str:
@@ -93,13 +107,27 @@ async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     """One wave: every step whose references are all resolved runs now, concurrently."""
     ctx = runtime.context
     evidence = dict(state.get("evidence") or {})
+    outputs = dict(state.get("outputs") or {})
     ready = [step for step in state["plan"] if step["id"] not in evidence
              and all(f"#E{n}" in evidence for n in REFERENCE.findall(json.dumps(step["arguments"])))]
-    calls = [ToolCall(step["id"], step["tool"], _substitute(step["arguments"], evidence)) for step in ready]
+    calls = [ToolCall(step["id"], step["tool"], _substitute(step["arguments"], evidence, outputs,
+                                                            _file_parameters(ctx, step["tool"])))
+             for step in ready]
     allowed = approve(ctx, calls)
     for observation in await run_calls(ctx, calls, allowed, step_writer(runtime)):
         evidence[observation.call_id] = observation.content
-    return {"evidence": evidence}
+        made = [a["file_id"] for a in observation.artifacts if a.get("file_id")]
+        if made:
+            outputs[observation.call_id] = made[0]
+    return {"evidence": evidence, "outputs": outputs}
+
+
+def _file_parameters(ctx: AgentContext, tool: str) -> set[str]:
+    """The arguments of `tool` that take an image or file."""
+    if tool not in ctx.tools:
+        return set()
+    properties = ctx.tools.get(tool).definition()["function"]["parameters"].get("properties", {})
+    return {name for name, prop in properties.items() if '"x-agentd-type"' in json.dumps(prop)}
 
 
 def _after_work(state: RewooState) -> str:
@@ -116,11 +144,15 @@ async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, 
     return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
 
 
-def _substitute(arguments: dict[str, Any], evidence: dict[str, str]) -> dict[str, Any]:
-    def value(raw: Any) -> Any:
+def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: dict[str, str] | None = None,
+                file_parameters: set[str] = frozenset()) -> dict[str, Any]:
+    """References replaced by results: an image or file argument `#E1` takes the file step 1 made."""
+    def value(key: str, raw: Any) -> Any:
         if not isinstance(raw, str):
             return raw
         whole = REFERENCE.fullmatch(raw.strip())
+        if whole and key in file_parameters and raw.strip() in (outputs or {}):
+            return outputs[raw.strip()]
         if whole:
             text = evidence[raw.strip()]
             try:
@@ -129,7 +161,7 @@ def _substitute(arguments: dict[str, Any], evidence: dict[str, str]) -> dict[str
                 return text
         return REFERENCE.sub(lambda m: evidence.get(m.group(0), m.group(0)), raw)
 
-    return {key: value(raw) for key, raw in arguments.items()}
+    return {key: value(key, raw) for key, raw in arguments.items()}
 
 
 def build_rewoo_graph() -> StateGraph:

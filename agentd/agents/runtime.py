@@ -18,7 +18,8 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 
-from agentd.agents.context import AgentContext, RunClock
+from agentd.agents.context import AgentContext, RunClock, ToolChoice
+from agentd.agents.files import RunFiles, link_artifacts
 from agentd.agents.planner import build_planner_graph, planner_input
 from agentd.agents.react import build_react_graph, react_input
 from agentd.agents.rewoo import build_rewoo_graph, rewoo_input
@@ -72,6 +73,7 @@ class AgentRun:
     status: str = "running"
     answer: str | None = None
     steps: list[Step] = field(default_factory=list)
+    tool_choice: ToolChoice = "auto"
     _stream: AsyncIterator[Step] | None = field(default=None, repr=False)
     # The served model's hold on its engine: an on-demand brain is not unloaded mid-run.
     _lease: Lease | None = field(default=None, repr=False)
@@ -142,34 +144,47 @@ class AgentRuntime:
         return cached[1], lease
 
     async def start(self, agent_id: str, messages: list[dict[str, Any]], *, thread_id: str | None = None,
-                    llm: ChatModel | None = None) -> AgentRun:
+                    llm: ChatModel | None = None, base_url: str | None = None,
+                    tool_choice: ToolChoice = "auto") -> AgentRun:
         """A run of `agent_id` on the conversation `messages`, continuing `thread_id` if given.
 
         `llm` replaces the served model (benchmarks comparing decoders, unit tests with a
-        scripted model). Raises EngineError (503) when the agents' model cannot be used now.
+        scripted model). `base_url` is the server's /v1 URL as the client reached it: the
+        artifacts' URLs start with it. `tool_choice` is checked by the caller against
+        `tool_names(agent_id)`. Raises EngineError (503) when the agents' model cannot be used now.
         """
         lease = None
         if llm is None:
             llm, lease = await self._brain()
         run = AgentRun(id=f"run-{uuid.uuid4().hex}", thread_id=thread_id or f"thread_{uuid.uuid4().hex[:24]}",
-                       agent=agent_id, model=llm.id, _lease=lease)
-        run._stream = self._execute(run, messages, llm)
+                       agent=agent_id, model=llm.id, tool_choice=tool_choice, _lease=lease)
+        run._stream = self._execute(run, messages, llm, RunFiles(base_url))
         return run
 
-    def context(self, agent_id: str, llm: ChatModel) -> AgentContext:
+    def tool_names(self, agent_id: str) -> list[str]:
+        """The server tools `agent_id` may call (what a named tool_choice may name)."""
+        names = list(self.search_tools) if agent_id == "agentd-planner" else self.tools.names
+        return [name for name in names if name in self.tools]
+
+    def context(self, agent_id: str, llm: ChatModel, files: RunFiles | None = None,
+                tool_choice: ToolChoice = "auto") -> AgentContext:
         names = list(self.search_tools) if agent_id == "agentd-planner" else None
         return AgentContext(llm=llm, tools=self.tools, clock=RunClock(self.limits.time_limit_s, self.tools),
-                            tool_names=names, max_steps=self.limits.max_steps, max_calls=self.limits.max_calls)
+                            tool_names=names, max_steps=self.limits.max_steps, max_calls=self.limits.max_calls,
+                            files=files or RunFiles(), tool_choice=tool_choice)
 
-    async def _execute(self, run: AgentRun, messages: list[dict[str, Any]], llm: ChatModel) -> AsyncIterator[Step]:
+    async def _execute(self, run: AgentRun, messages: list[dict[str, Any]], llm: ChatModel,
+                       files: RunFiles) -> AsyncIterator[Step]:
         graph = self._graphs[run.agent]
         # Each agent type keeps its own threads: the same client thread id names a different
         # checkpoint for agentd-react and agentd-rewoo, whose states have nothing in common.
         config = {"configurable": {"thread_id": f"{run.agent}/{run.thread_id}"},
                   "recursion_limit": 4 * self.limits.max_steps + 20}
         last_text = str(messages[-1].get("content") or "") if messages else ""
-        ctx = self.context(run.agent, llm)
-        self.runs.start(run.id, run.thread_id, run.agent, run.model, last_text)
+        for message in messages:
+            files.learn_from_text(str(message.get("content") or ""))
+        ctx = self.context(run.agent, llm, files, run.tool_choice)
+        self.runs.start(run.id, run.thread_id, run.agent, run.model, last_text, run.tool_choice)
         try:
             snapshot = await graph.aget_state(config)
             pending = _pending_calls(snapshot)
@@ -203,7 +218,7 @@ class AgentRuntime:
                 final = self._record(run, ApprovalRequired(pending, run.thread_id))
                 self._finish(run, "requires_approval")
             else:
-                answer = snapshot.values.get("answer") or ""
+                answer = link_artifacts(snapshot.values.get("answer") or "", files)
                 final = self._record(run, FinalAnswer(answer, snapshot.values.get("sources") or []))
                 run.answer = answer
                 self._finish(run, "completed", answer=answer)

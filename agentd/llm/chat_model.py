@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonschema
 
-from agentd.llm.tool_calls import new_call_id
+from agentd.llm.tool_calls import inline_refs, new_call_id
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,17 @@ MAX_STRING = 240
 
 
 def bounded_strings(schema: Any, limit: int = MAX_STRING) -> Any:
-    """A copy of `schema` where every free string has a maxLength (at most `limit`)."""
+    """A copy of `schema`, its `$ref`s inlined (it is about to be nested in a step or plan schema),
+    where every free string has a maxLength (at most `limit`)."""
+    return _bounded(inline_refs(schema), limit)
+
+
+def _bounded(schema: Any, limit: int) -> Any:
     if isinstance(schema, list):
-        return [bounded_strings(item, limit) for item in schema]
+        return [_bounded(item, limit) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    bounded = {key: bounded_strings(value, limit) for key, value in schema.items()}
+    bounded = {key: _bounded(value, limit) for key, value in schema.items()}
     if bounded.get("type") == "string" and not ({"enum", "const", "pattern", "format"} & bounded.keys()):
         bounded["maxLength"] = min(bounded.get("maxLength", limit), limit)
     return bounded

@@ -63,11 +63,41 @@ def _describe(tool: dict[str, Any]) -> dict[str, Any]:
     return described
 
 
+def inline_refs(schema: Any) -> Any:
+    """A copy of a JSON schema with its local `$ref`s (`#/$defs/X`, as pydantic writes nested
+    models) replaced by what they name: once a tool's parameters sit inside a bigger schema (a
+    step, a plan, a call), `#/` would point at that bigger schema's root. A recursive reference
+    is left unconstrained at the point where it recurs."""
+    if not isinstance(schema, dict):
+        return schema
+    definitions = {name: value for key in ("definitions", "$defs") if isinstance(schema.get(key), dict)
+                   for name, value in schema[key].items()}
+
+    def resolve(node: Any, seen: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [resolve(item, seen) for item in node]
+        if not isinstance(node, dict):
+            return node
+        reference = node.get("$ref")
+        if isinstance(reference, str) and reference.startswith(("#/$defs/", "#/definitions/")):
+            name = reference.rsplit("/", 1)[1]
+            if name not in definitions:
+                return node  # left for the grammar compiler to refuse: a 400 naming the schema
+            if name in seen:
+                return {key: resolve(value, seen) for key, value in node.items() if key != "$ref"}
+            target = resolve(definitions[name], (*seen, name))
+            rest = {key: resolve(value, seen) for key, value in node.items() if key != "$ref"}
+            return {**target, **rest}
+        return {key: resolve(value, seen) for key, value in node.items() if key not in ("$defs", "definitions")}
+
+    return resolve(schema, ())
+
+
 def _call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
     variants = [
         {
             "type": "object",
-            "properties": {"name": {"const": t["name"]}, "arguments": t["parameters"]},
+            "properties": {"name": {"const": t["name"]}, "arguments": inline_refs(t["parameters"])},
             "required": ["name", "arguments"],
         }
         for t in tools

@@ -9,6 +9,7 @@ Server-side tool calls are never sent as `tool_calls`. The thread id comes from 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -53,13 +54,34 @@ def agent_messages(body: ChatCompletionRequest, request: Request) -> list[dict[s
     return turns
 
 
+# A picture this server already holds: a link to its file content (as agents' answers give them), or the id.
+_OWN_FILE = re.compile(r"^(?:https?://[^/?#]+)?(?:/v1)?/files/(file-[A-Za-z0-9]+)/content$|^(file-[A-Za-z0-9]+)$")
+
+
 def _store_image(store, url: str, index: int) -> str:
+    """The file id of the picture a part sends: stored now (a data URL), or the stored one it links."""
+    from tools.files import FileNotFound
     from tools.media import Image
 
+    where = f"messages[{index}].content"
+    own = _OWN_FILE.match(url.strip())
+    if own and store is not None:
+        file_id = own[1] or own[2]
+        try:
+            stored = store.get(file_id)
+            Image(store.read(file_id), stored.mime_type, stored.filename)  # refuses what is not a picture
+        except FileNotFound as error:
+            raise APIError(400, f"image part: {error}", param=where) from None
+        except ValueError as error:
+            raise APIError(400, f"image part: {file_id} is not a picture ({error})", param=where) from None
+        return file_id
+    if url.startswith(("http://", "https://")):
+        raise APIError(400, "image part: only data: URLs and links to this server's /v1/files/{id}/content are "
+                            "accepted (this server fetches nothing from elsewhere)", param=where)
     try:
         image = Image.from_value(url)
     except ValueError as error:
-        raise APIError(400, f"image part: {error}", param=f"messages[{index}].content") from None
+        raise APIError(400, f"image part: {error}", param=where) from None
     return store.put(image.data, image.filename, "vision", image.mime_type).id if store else url
 
 
@@ -80,13 +102,31 @@ def _refuse_client_features(body: ChatCompletionRequest) -> None:
             raise APIError(400, f"agent models do not support `{param}`; it is for plain models", param=param)
 
 
+def _tool_choice(body: ChatCompletionRequest, server_tools: list[str]) -> str | dict[str, str]:
+    """An agent runs the server's tools, so a named `tool_choice` names one of those (its first
+    call); "none" answers without tools, "required" makes the first step call one."""
+    choice = body.tool_choice
+    if choice is None or isinstance(choice, str):
+        return choice or "auto"
+    name = choice.function.name
+    if name not in server_tools:
+        listed = ", ".join(server_tools) or "none"
+        raise APIError(400, f"tool_choice names `{name}`, which is not a server tool {body.model} can call "
+                            f"(it can call: {listed})", param="tool_choice")
+    return {"name": name}
+
+
 async def create_agent_completion(body: ChatCompletionRequest, request: Request):
     _refuse_client_features(body)
     state = request.app.state
     thread_id = request.headers.get(THREAD_HEADER) or (body.metadata or {}).get("thread_id")
     messages = agent_messages(body, request)
+    tool_choice = _tool_choice(body, state.agents.tool_names(body.model))
+    # Artifact links use the address the client reached, so a browser showing the answer can open them.
+    base_url = f"{str(request.base_url).rstrip('/')}/v1"
     # Before any byte is sent: a model that is loading or failed is a 503 in the OpenAI shape.
-    run = await state.agents.start(body.model, messages, thread_id=thread_id)
+    run = await state.agents.start(body.model, messages, thread_id=thread_id, base_url=base_url,
+                                   tool_choice=tool_choice)
     record = RequestRecord(state.metrics, "chat", body.model)
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:

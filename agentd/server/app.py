@@ -15,12 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
 from agentd.config import Settings, accepted_api_keys, model_specs
+from agentd.deployments import DeploymentService
 from agentd.jobs.evaluate import SELF_API_KEY_ENV, ServedModels
 from agentd.jobs.fine_tune import validate_upload
 from agentd.jobs.service import JobService
 from agentd.server.agents import create_agent_completion, run_routes
 from agentd.server.chat import create_chat_completion
 from agentd.server.completions import create_completion
+from agentd.server.deployments import deployment_router, install_deployment_errors
 from agentd.server.auth import BearerGuard, api_key_guard
 from agentd.server.errors import install_error_handlers
 from agentd.server.evals import eval_router
@@ -34,6 +36,7 @@ from agentd.server.protocol import ChatCompletionRequest, CompletionRequest
 from agentd.server.tools import tool_router
 from pipelines.embedded import EMBEDDED_MODEL_ID
 from pipelines.registry import ModelRegistry
+from tools.builtin.deployment import DeploymentTools
 from tools.builtin.evaluation import EvaluationTools
 from tools.builtin.jobs import JobTools
 from tools.loading import build_registry
@@ -45,7 +48,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def tools_from_settings(settings: Settings) -> ToolRegistry:
     return build_registry(settings.data_dir, tool_files=settings.tools, remote_urls=settings.remote_tools,
-                          mcp_targets=settings.mcp_servers, builtins=settings.builtin_tools)
+                          mcp_targets=settings.mcp_servers, builtins=settings.builtin_tools,
+                          image_pipeline=settings.image_pipeline)
 
 
 def create_app(settings: Settings, registry: ModelRegistry | None = None, tools: ToolRegistry | None = None) -> FastAPI:
@@ -83,6 +87,13 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     eval_tools = EvaluationTools(jobs) if "evaluate" not in tools else None
     if eval_tools is not None:
         tools.add(eval_tools)
+    deployments = DeploymentService(settings.data_dir, registry, resolve=jobs.model_spec,
+                                    vllm_python=settings.vllm_python,
+                                    vllm_startup_timeout_s=settings.vllm_startup_timeout_s,
+                                    check_s=settings.deployment_check_s)
+    deployment_tools = DeploymentTools(deployments) if "deploy" not in tools else None
+    if deployment_tools is not None:
+        tools.add(deployment_tools)
     agents = AgentRuntime(tools, settings.data_dir, registry, settings.agent_model or next(iter(registry.specs), ""),
                           AgentLimits(max_steps=settings.agent_max_steps, time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
@@ -93,10 +104,12 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         loading = asyncio.create_task(registry.load_all()) if owns_registry else None
         await agents.open()
         await jobs.start()
+        await deployments.start()
         async with mcp_sessions.run():
             yield
         if registry.resolve == jobs.model_spec:
             registry.resolve = None
+        await deployments.close()
         await jobs.close()
         await agents.close()
         if loading is not None:
@@ -105,7 +118,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         if owns_tools:
             tools.close()
         else:  # a shared tool registry outlives this app's jobs service
-            for toolkit in (job_tools, eval_tools):
+            for toolkit in (job_tools, eval_tools, deployment_tools):
                 if toolkit is not None:
                     tools.remove_toolkit(toolkit)
 
@@ -115,8 +128,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     app.state.tools = tools
     app.state.agents = agents
     app.state.jobs = jobs
+    app.state.deployments = deployments
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
+    install_deployment_errors(app)
     app.add_middleware(RecordOwnURL, own_url=own_url)
     if settings.cors_origins:
         app.add_middleware(
@@ -132,9 +147,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         now = int(time.time())
         data = [
             {"id": spec.id, "object": "model", "created": now,
-             "owned_by": "upstream" if spec.kind == "upstream" else "agentd"}
+             "owned_by": "upstream" if spec.kind == "upstream" else "agentd", "parent": spec.parent}
             for spec in registry.specs.values()
-        ] + [{"id": agent_id, "object": "model", "created": now, "owned_by": "agentd-agent"}
+        ] + [{"id": agent_id, "object": "model", "created": now, "owned_by": "agentd-agent", "parent": None}
              for agent_id in AGENT_TYPES]
         return {"object": "list", "data": data}
 
@@ -154,6 +169,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
 
     v1.include_router(tool_router(tools), prefix="/tools")
     v1.include_router(eval_router(settings.data_dir))
+    v1.include_router(deployment_router())
     if tools.context.file_store is not None:
         v1.include_router(file_router(tools.context.file_store, max_upload_bytes=settings.max_upload_mb * 2**20,
                                       validators={"fine-tune": validate_upload}))
