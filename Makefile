@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup vllm bench bench-agents bench-finetune bench-eval clean
+.PHONY: run test setup vllm bench bench-engines bench-agents bench-finetune bench-eval clean
 
 setup: $(STAMP)
 
@@ -55,6 +55,9 @@ $(VLLM_STAMP):
 
 bench: $(STAMP)
 	$(PY) benchmarks/serving.py
+
+bench-engines: $(STAMP) vllm
+	$(PY) benchmarks/serving.py --engines embedded,vllm,proxy
 
 bench-agents: $(STAMP)
 	$(PY) benchmarks/agent_tasks/run.py

@@ -193,7 +193,9 @@ async def compare_engines(args: argparse.Namespace) -> None:
     vllm = await start_vllm(args) if {"vllm", "proxy"} & set(engines) else None
     specs = [ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")] if "embedded" in engines else []
     if vllm and "proxy" in engines:
-        specs.append(ModelSpec(id=VLLM_MODEL, kind="upstream", location=vllm.base_url, upstream_model=VLLM_MODEL))
+        # relay: as a vLLM deployment is served (plain chat passed through as bytes).
+        specs.append(ModelSpec(id=VLLM_MODEL, kind="upstream", location=vllm.base_url, upstream_model=VLLM_MODEL,
+                               relay=True))
     registry = ModelRegistry(specs, args.data_dir, dtype=args.dtype)
     # The agentd server keeps its own state in a scratch folder: a data folder's recorded
     # deployments would otherwise be brought back up and compete for the CPU.

@@ -11,9 +11,11 @@ connection pool (and one key) serves both, and closing the engine closes it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import openai
 
 from pipelines.engine import (
@@ -38,24 +40,27 @@ def upstream_error(error: openai.APIError, url: str) -> EngineError:
     gateway (code `upstream_error`) whose message names the upstream."""
     if isinstance(error, openai.APIStatusError):
         body = error.body if isinstance(error.body, dict) else {}
-        detail = body.get("message") or error.message
-        status = error.status_code
-        if status in CLIENT_STATUSES:
-            code = body.get("code") if isinstance(body.get("code"), str) else None
-            return EngineError(f"the upstream {url} answered {status}: {detail}", status=status,
-                               param=error.param, code=code)
-        if status in (401, 403):
-            message = f"the upstream {url} refused our key ({status}): {detail}"
-        elif status == 404:
-            message = f"the upstream {url} answered 404 (is its configured model right?): {detail}"
-        else:
-            message = f"the upstream {url} answered {status}: {detail}"
-        return EngineError(message, status=502, code="upstream_error")
+        return status_error(error.status_code, body, error.message, error.param, url)
     if isinstance(error, openai.APIConnectionError):
         return EngineError(f"the upstream {url} is unreachable: {error.__cause__ or error.message}", status=502,
                            code="upstream_error")
     # An error event mid-stream.
     return EngineError(f"the upstream {url} failed: {error.message}", status=502, code="upstream_error")
+
+
+def status_error(status: int, body: dict[str, Any], fallback: str, param: str | None, url: str) -> EngineError:
+    """An upstream's error answer (its OpenAI error object's fields in `body`) as ours."""
+    detail = body.get("message") or fallback
+    if status in CLIENT_STATUSES:
+        code = body.get("code") if isinstance(body.get("code"), str) else None
+        return EngineError(f"the upstream {url} answered {status}: {detail}", status=status, param=param, code=code)
+    if status in (401, 403):
+        message = f"the upstream {url} refused our key ({status}): {detail}"
+    elif status == 404:
+        message = f"the upstream {url} answered 404 (is its configured model right?): {detail}"
+    else:
+        message = f"the upstream {url} answered {status}: {detail}"
+    return EngineError(message, status=502, code="upstream_error")
 
 
 class OpenAIUpstreamEngine(TextEngine):
@@ -71,6 +76,7 @@ class OpenAIUpstreamEngine(TextEngine):
         api_key: str | None = None,
         context_length: int = 8192,
         timeout: float = 600.0,
+        relay: bool = False,
     ):
         self.info = EngineInfo(
             id=model_id, context_length=context_length, owned_by="upstream", meta={"url": base_url}
@@ -80,6 +86,37 @@ class OpenAIUpstreamEngine(TextEngine):
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key or "none", timeout=timeout,
                                          max_retries=1)
         self._active = 0
+        # Set for an upstream this server launched (a vLLM deployment): a plain request may then
+        # go to it as it came and its answer come back as bytes (`relay_open`).
+        self.relay = relay
+        self._relay_http: httpx.AsyncClient | None = None
+        self._api_key, self._timeout = api_key, timeout
+
+    async def relay_open(self, path: str, payload: dict[str, Any]) -> httpx.Response:
+        """POST `payload` to the upstream's `path` and return its response with the body unread
+        (the caller streams it and must `aclose` it); an error answer or no answer is an EngineError."""
+        if self._relay_http is None:
+            headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+            self._relay_http = httpx.AsyncClient(base_url=self.info.meta["url"], headers=headers,
+                                                 timeout=httpx.Timeout(self._timeout, connect=10.0))
+        url = self.info.meta["url"]
+        try:
+            response = await self._relay_http.send(self._relay_http.build_request("POST", path.lstrip("/"),
+                                                                                  json=payload), stream=True)
+        except httpx.HTTPError as error:
+            raise EngineError(f"the upstream {url} is unreachable: {error}", status=502,
+                              code="upstream_error") from error
+        if response.status_code != 200:
+            try:
+                answer = json.loads(await response.aread())
+            except (ValueError, httpx.HTTPError):
+                answer = {}
+            finally:
+                await response.aclose()
+            body = answer.get("error", answer) if isinstance(answer, dict) else {}
+            body = body if isinstance(body, dict) else {}
+            raise status_error(response.status_code, body, response.reason_phrase, body.get("param"), url)
+        return response
 
     async def validate(self, request: GenerationRequest) -> int | None:
         self.check_extras(request.params)
@@ -203,6 +240,8 @@ class OpenAIUpstreamEngine(TextEngine):
 
     async def close(self) -> None:
         await self.client.close()
+        if self._relay_http is not None:
+            await self._relay_http.aclose()
 
 
 def _chat_logprobs(logprobs: Any) -> tuple[TokenLogprobs, ...]:

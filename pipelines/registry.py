@@ -27,6 +27,7 @@ class ModelSpec:
     adapter: str | None = None  # a PEFT adapter folder merged into `location` when loading
     parent: str | None = None  # the base model id an adapter is served on (listed in /v1/models)
     dtype: str | None = None  # overrides the registry's dtype for this model (a deployment's own)
+    relay: bool = False  # an upstream this server launched itself: plain chat passes through as bytes
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -251,7 +252,10 @@ class ModelRegistry:
         return self._folder_of(spec)
 
     async def load_all(self) -> None:
-        for spec in self.specs.values():
+        """Loads the start-up models. A snapshot: while it awaits, deployments being recovered and
+        the jobs service's fine-tunes add specs of their own (they load themselves)."""
+        startup = [spec for spec in list(self.specs.values()) if spec.id not in self.on_demand | self.managed]
+        for spec in startup:
             try:
                 self.engines[spec.id] = await asyncio.to_thread(self._load, spec)
             except Exception as error:  # noqa: BLE001 - recorded and reported by /health
@@ -263,7 +267,7 @@ class ModelRegistry:
             from pipelines.openai_engine import OpenAIUpstreamEngine
 
             return OpenAIUpstreamEngine(
-                spec.id, spec.location, upstream_model=spec.upstream_model, api_key=spec.api_key
+                spec.id, spec.location, upstream_model=spec.upstream_model, api_key=spec.api_key, relay=spec.relay
             )
         from pipelines.transformers_engine import TransformersEngine
 

@@ -38,9 +38,9 @@ def cli(server, *args: str):
 
 
 def test_deploy_follows_the_load_then_chat_list_and_undeploy(server, tiny, tmp_path):
-    from tests.fixtures.tiny_adapter import make_tiny_adapter
+    from tests.fixtures.lora_adapter import make_lora_adapter
 
-    adapter = make_tiny_adapter(tmp_path / "tiny-lora", tiny)
+    adapter = make_lora_adapter(tiny, tmp_path / "tiny-lora")
     deployed = cli(server, "deploy", str(tiny), "--engine", "embedded", "--name", "tiny-chat",
                    "--adapter", f"support={adapter}", "--keep-alive", "5m")
     assert deployed.exit_code == 0, deployed.output

@@ -68,10 +68,10 @@ async def test_an_agent_deploys_the_embedded_model_with_progress_then_undeploys_
 
 
 async def test_deploy_serves_a_lora_adapter_as_its_own_model_and_undeploy_by_id(setup, tiny, tmp_path):
-    from tests.fixtures.tiny_adapter import make_tiny_adapter
+    from tests.fixtures.lora_adapter import make_lora_adapter
 
     tools, service, registry = setup
-    adapter = make_tiny_adapter(tmp_path / "tiny-lora", tiny)
+    adapter = make_lora_adapter(tiny, tmp_path / "tiny-lora")
     deployed = await tools.invoke("deploy", {"model": str(tiny), "engine": "embedded", "adapters": [str(adapter)],
                                              "keep_alive": "10m"})
     assert deployed.ok, deployed.observation()

@@ -233,3 +233,97 @@ def test_a_vllm_left_running_by_a_killed_server_is_reaped_and_nothing_else(tmp_p
             process.kill()
             process.wait()
     assert not psutil.pid_exists(bystander.pid) or psutil.Process(bystander.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_engine_arg_values_cannot_smuggle_in_the_flags_agentd_sets():
+    from agentd.deployments.vllm import engine_flags
+
+    assert engine_flags({"seed": -1, "allowed_origins": ["a", "b"]}) == [
+        "--seed", "-1", "--allowed-origins", "a", "b"]
+    # argparse reads a value like "--host" as the next flag: the last --host wins over agentd's own.
+    for smuggled in (["x", "--host", "0.0.0.0"], "--port=1", ["-p", "1"]):
+        with pytest.raises(ValueError, match="would be read as a flag"):
+            engine_flags({"allowed_origins": smuggled})
+
+
+async def test_an_adapter_is_not_removed_from_a_deployment_still_launching(tiny, adapter, registry_here, tmp_path):
+    service = DeploymentService(tmp_path, registry_here, check_s=60)
+    await service.start()
+    try:
+        created = await service.create(model=str(tiny), name="busy", adapters=[str(adapter)])
+        with pytest.raises(DeploymentError) as refused:  # its runner is loading the adapter right now
+            await service.remove_adapter(created.id, "tiny-lora")
+        assert (refused.value.status, refused.value.code) == (409, "deployment_not_ready")
+        ready = await service.wait(created.id, timeout=60)
+        assert ready.status == "ready" and ready.adapters == {"tiny-lora": str(adapter.resolve())}
+    finally:
+        await service.close()
+
+
+async def test_a_vllm_server_still_starting_is_recorded_so_a_killed_agentd_reaps_it(tiny, registry_here, tmp_path):
+    import stat
+    import sys
+
+    import psutil
+
+    from agentd.deployments.vllm import reap_orphan
+
+    # A "vLLM" that never answers /health: the deployment stays loading, as a real one does for minutes.
+    fake = tmp_path / "fake-vllm" / "python"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -c "import time; time.sleep(120)" "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    service = DeploymentService(tmp_path, registry_here, vllm_python=fake, check_s=60)
+    await service.start()
+    try:
+        created = await service.create(model=str(tiny), name="slow", engine="vllm")
+        started = time.monotonic()
+        while service.get(created.id).pid is None:
+            assert time.monotonic() - started < 10, "the vLLM process never started"
+            await asyncio.sleep(0.05)
+        recorded = service.store.get(created.id)  # what a restarted agentd reads after a kill -9
+        assert recorded.status == "loading" and recorded.pid == service.get(created.id).pid
+        assert reap_orphan(recorded.pid) is True
+        assert not psutil.pid_exists(recorded.pid) or psutil.Process(recorded.pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        await service.close()
+
+
+FAKE_VLLM = '''
+import http.server, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # /health
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+
+    def do_POST(self):  # loading an adapter works, unloading one fails, as with a vLLM mid-crash
+        code = 500 if "unload" in self.path else 200
+        self.send_response(code); self.send_header("Content-Length", "0"); self.end_headers()
+
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+async def test_an_adapter_vllm_fails_to_unload_still_leaves_the_deployment_consistent(
+        tiny, adapter, registry_here, tmp_path):
+    import stat
+    import sys
+
+    script = tmp_path / "fake_vllm.py"
+    script.write_text(FAKE_VLLM)
+    fake = tmp_path / "fake-vllm" / "python"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    service = DeploymentService(tmp_path, registry_here, vllm_python=fake, check_s=60)
+    await service.start()
+    try:
+        created = await service.create(model=str(tiny), name="upstream", engine="vllm", adapters=[str(adapter)])
+        assert (await service.wait(created.id, timeout=30)).status == "ready"
+        removed = await service.remove_adapter(created.id, "tiny-lora")  # not a 500: agentd no longer serves it
+        assert removed.adapters == {} and "tiny-lora" not in registry_here.specs
+        assert "vLLM did not unload it" in service.events(created.id)[-1]["message"]
+        assert "tiny-lora" not in service._runners[created.id].server.adapters  # nor back after a restart
+    finally:
+        await service.close()

@@ -120,6 +120,8 @@ def test_bad_requests_get_openai_errors_naming_the_field(http, tiny, tmp_path):
     assert error(http.post("/deployments", json={"model": str(tiny), "engine": "gpu"}), 400)["param"] == "engine"
     assert error(http.post("/deployments", json={"model": str(tiny), "keep_alive": "forever"}), 400)["param"] == \
         "keep_alive"
+    # A boolean is no duration (read as 1 s it would unload the model at once).
+    assert "keep_alive" in error(http.post("/deployments", json={"model": str(tiny), "keep_alive": True}), 400)["param"]
     assert error(http.post("/deployments", json={"model": str(tiny), "colour": "red"}), 400)["param"] == "colour"
     assert "make vllm" in error(http.post("/deployments", json={"model": str(tiny), "engine": "vllm"}), 400)["message"]
     assert error(http.post("/deployments", json={"model": str(tiny), "name": "t", "adapters": ["/nowhere"]}),

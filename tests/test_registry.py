@@ -103,3 +103,19 @@ async def test_an_agent_run_keeps_its_on_demand_brain_loaded_until_it_ends(tiny,
     assert set(registry.engines) == {"c"}
     await runtime.close()
     await registry.close()
+
+
+async def test_models_offered_while_the_startup_models_load_do_not_stop_that_loading():
+    """Recovered deployments and the jobs service's fine-tunes add specs while `load_all` awaits."""
+    upstream = "http://127.0.0.1:9/v1"  # an upstream engine is made without connecting
+    registry = ModelRegistry([ModelSpec(id=f"u{i}", kind="upstream", location=upstream) for i in range(3)], DATA_DIR)
+    loading = asyncio.create_task(registry.load_all())
+    await asyncio.sleep(0)  # load_all is now awaiting its first model
+    registry.add_managed(ModelSpec(id="deployed", kind="upstream", location=upstream))
+    registry.add(ModelSpec(id="fine-tuned", kind="upstream", location=upstream))
+    await loading
+    try:
+        assert {"u0", "u1", "u2"} <= registry.engines.keys() and registry.ready, registry.failures
+        assert "deployed" not in registry.engines and "fine-tuned" not in registry.engines  # they load themselves
+    finally:
+        await registry.close()

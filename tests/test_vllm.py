@@ -24,6 +24,7 @@ from agentd.deployments.vllm import (VLLMError, VLLMLaunch, VLLMServer, VLLMUnav
                                      find_vllm_python, group_members)
 from pipelines.embedded import embedded_model_folder
 from tests.conftest import DATA_DIR
+from tests.fixtures.lora_adapter import make_lora_adapter
 
 try:
     VLLM_PYTHON: Path | None = find_vllm_python()
@@ -70,20 +71,7 @@ def loop() -> Iterator[Loop]:
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory) -> Path:
     """An r=4 LoRA on q_proj/v_proj with random B weights, so it visibly changes the answers."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(embedded_model_folder(DATA_DIR))
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, weight in peft_model.named_parameters():
-            if "lora_B" in name:
-                weight.normal_(0, 0.5)
-    folder = tmp_path_factory.mktemp("adapter") / ADAPTER
-    peft_model.save_pretrained(folder)
-    return folder
+    return make_lora_adapter(embedded_model_folder(DATA_DIR), tmp_path_factory.mktemp("adapter") / ADAPTER, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -146,4 +146,6 @@ class VLLMRunner:
         return self.server.memory_bytes() if self.server.pid else None
 
     def _upstream_spec(self, model_id: str, parent: str | None) -> ModelSpec:
-        return ModelSpec(id=model_id, kind="upstream", location=self.url, upstream_model=model_id, parent=parent)
+        # relay: plain chat goes to vLLM as bytes, without being parsed and re-encoded on the way.
+        return ModelSpec(id=model_id, kind="upstream", location=self.url, upstream_model=model_id, parent=parent,
+                         relay=True)

@@ -70,7 +70,12 @@ class DeploymentService:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for deployment_id in list(self._runners):
-            await self._runners.pop(deployment_id).stop()
+            try:
+                await self._runners.pop(deployment_id).stop()
+            except Exception:  # noqa: BLE001 - one that will not stop must not keep the others running
+                log.exception("stopping deployment %s at shutdown failed", deployment_id)
+            # Its process is gone: a pid left in the record could name someone else's by the next start.
+            self.store.update(deployment_id, pid=None)
         self.store.close()
 
     # -- creating ---------------------------------------------------------------------------
@@ -216,15 +221,21 @@ class DeploymentService:
                       event=("ready", f"restarted: {message}"))
         elif kind == "failed" and not launching:  # the watchdog gave up restarting it
             asyncio.ensure_future(self._fail(deployment_id, message))
+        elif kind == "spawned" and runner is not None:
+            # Recorded at once, not when ready: an agentd killed while vLLM loads reaps it on its next start.
+            self._set(deployment_id, pid=runner.pid, event=("spawned", message))
         elif kind in ("launching", "log", "restarting"):
             self.store.add_event(deployment_id, kind, message)
             self._notify()
 
     async def _fail(self, deployment_id: str, reason: str) -> None:
-        runner = self._runners.pop(deployment_id, None)
-        if runner is not None:
-            await runner.stop()
-        self._set(deployment_id, status="failed", error=reason, pid=None, event=("failed", reason))
+        async with self._lock(deployment_id):
+            if self.store.get(deployment_id).status == "stopped":
+                return  # undeployed meanwhile: the watchdog's verdict no longer applies
+            runner = self._runners.pop(deployment_id, None)
+            if runner is not None:
+                await runner.stop()
+            self._set(deployment_id, status="failed", error=reason, pid=None, event=("failed", reason))
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -329,12 +340,21 @@ class DeploymentService:
                                       code="adapter_not_found")
             if deployment.status == "stopped":
                 raise DeploymentError(f"deployment {deployment_id} is stopped", 409, code="deployment_stopped")
-            runner = self._runners.get(deployment_id)
+            if deployment.status in ("pending", "loading"):  # its runner is loading this adapter, or restarting
+                raise DeploymentError(f"deployment {deployment_id} is {deployment.status}; adapters can be removed "
+                                      "once it is ready (or undeploy it)", 409, code="deployment_not_ready")
+            runner, note = self._runners.get(deployment_id), ""
             if runner is not None:
-                await runner.remove_adapter(adapter_id)
+                from agentd.deployments.vllm import VLLMError
+
+                try:
+                    await runner.remove_adapter(adapter_id)
+                except VLLMError as error:  # agentd routes nothing to it any more, nor serves it after a restart
+                    note = f" (vLLM did not unload it: {error})"
             adapters = {key: value for key, value in deployment.adapters.items() if key != adapter_id}
-            return self._set(deployment_id, adapters=adapters, event=("adapter_removed", f"adapter {adapter_id} "
-                                                                      "removed"), event_data={"adapter": adapter_id})
+            return self._set(deployment_id, adapters=adapters, event=("adapter_removed",
+                                                                      f"adapter {adapter_id} removed{note}"),
+                             event_data={"adapter": adapter_id})
 
     def _ready(self, deployment_id: str) -> Deployment:
         deployment = self.store.get(deployment_id)
@@ -362,6 +382,8 @@ class DeploymentService:
         if any(self.registry.in_use(model_id) for model_id in deployment.model_ids):
             return
         async with self._lock(deployment_id):
+            if self.store.get(deployment_id).status not in LIVE:
+                return  # undeployed (or failed) while the lock was waited for
             runner = self._runners.pop(deployment_id, None)
             if runner is not None:
                 await runner.stop()

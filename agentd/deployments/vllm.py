@@ -42,6 +42,7 @@ INSTALL_HINT = ("run `make vllm` in the agentd checkout (it makes .venv-vllm: vl
 RESERVED_ARGS = frozenset({"model", "port", "host", "served_model_name", "dtype", "max_model_len",
                            "enable_lora", "lora_modules", "max_lora_rank"})
 ARG_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+NUMBER = re.compile(r"-?\d+(\.\d*)?([eE][-+]?\d+)?")
 TCMALLOC_GLOBS = ("/usr/lib/*/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4",
                   "/usr/lib/libtcmalloc_minimal.so.4", "/usr/local/lib/libtcmalloc_minimal.so.4")
 # Log lines worth an event: load progress, compilation, readiness, and anything that went wrong.
@@ -104,12 +105,21 @@ def engine_flags(engine_args: dict[str, Any]) -> list[str]:
             # vLLM's boolean flags are BooleanOptionalAction: `--x` / `--no-x`.
             flags.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, (list, tuple)):
-            flags += [flag, *(str(item) for item in value)]
+            flags += [flag, *(_flag_value(key, item) for item in value)]
         elif isinstance(value, dict):
             flags += [flag, json.dumps(value)]
         else:
-            flags += [flag, str(value)]
+            flags += [flag, _flag_value(key, value)]
     return flags
+
+
+def _flag_value(key: str, value: Any) -> str:
+    # argparse takes a value like "--host" as a flag of its own, and the last one given wins over
+    # agentd's: a list value would otherwise rebind the server to 0.0.0.0 or another port.
+    text = str(value)
+    if text.startswith("-") and not NUMBER.fullmatch(text):
+        raise ValueError(f"engine_args {key!r}: the value {text!r} would be read as a flag of its own")
+    return text
 
 
 @dataclass
@@ -262,6 +272,7 @@ class VLLMServer:
             self._process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=self.environment(),
                                              cwd=log_path.parent, start_new_session=True)
+        self._emit("spawned", f"pid {self._process.pid}")
         self._log_reader = asyncio.create_task(self._follow_log(log_path, offset))
         try:
             await self._wait_healthy(self._process)
@@ -321,7 +332,7 @@ class VLLMServer:
             try:
                 await self._launch()
                 return True
-            except VLLMError as error:
+            except (VLLMError, OSError) as error:  # OSError: the venv went away under us
                 reason = str(error)
         self._process = None
         self._emit("failed", f"gave up after {self.restarts} restarts: {reason}")
@@ -396,8 +407,8 @@ class VLLMServer:
         self.adapters[name] = Path(folder)
 
     async def unload_adapter(self, name: str) -> None:
+        self.adapters.pop(name, None)  # first: a restart must not bring back an adapter asked to go
         await self._post("/v1/unload_lora_adapter", {"lora_name": name})
-        self.adapters.pop(name, None)
 
     async def _post(self, path: str, body: dict[str, Any]) -> None:
         try:

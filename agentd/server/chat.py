@@ -21,6 +21,7 @@ from agentd.server.generation import (
     validate_all,
 )
 from agentd.server.protocol import ChatCompletionRequest, JsonObjectFormat, JsonSchemaFormat
+from agentd.server.relay import relay_chat, relayable
 from agentd.server.transcript import UnsupportedContent, to_template_messages
 from pipelines.engine import Constraint, GenerationRequest, TokenLogprobs
 
@@ -138,6 +139,8 @@ async def create_chat_completion(body: ChatCompletionRequest, http: Request):
     # Held until the response ends (the stream keeps it): the model is not unloaded under it.
     lease = await state.registry.lease(body.model)
     engine = lease.engine
+    if relayable(body, engine):
+        return await relay_chat(body, lease, RequestRecord(state.metrics, "chat", body.model))
     request, plan = _generation_request(body)
     requests = fan_out(request, body.n)
     await validate_all(engine, requests, "tools" if plan.constraint else "response_format")

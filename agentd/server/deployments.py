@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from sse_starlette import EventSourceResponse
 
 from agentd.deployments import DeploymentError
@@ -41,7 +41,8 @@ class DeploymentRequest(BaseModel):
     adapters: list[str | AdapterObject] = Field(default_factory=list)
     dtype: str | None = None
     max_model_len: int | None = Field(None, ge=1)
-    keep_alive: float | str | None = None
+    # Strict: pydantic would otherwise read `true` as 1 second and unload the model at once.
+    keep_alive: StrictInt | StrictFloat | StrictStr | None = None
     engine_args: dict[str, Any] | None = None
 
 
