@@ -261,18 +261,12 @@ async def test_an_adapter_is_not_removed_from_a_deployment_still_launching(tiny,
 
 
 async def test_a_vllm_server_still_starting_is_recorded_so_a_killed_agentd_reaps_it(tiny, registry_here, tmp_path):
-    import stat
-    import sys
-
     import psutil
 
     from agentd.deployments.vllm import reap_orphan
 
     # A "vLLM" that never answers /health: the deployment stays loading, as a real one does for minutes.
-    fake = tmp_path / "fake-vllm" / "python"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -c "import time; time.sleep(120)" "$@"\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    fake = fake_vllm_python(tmp_path, '-c "import time; time.sleep(120)"')
     service = DeploymentService(tmp_path, registry_here, vllm_python=fake, check_s=60)
     await service.start()
     try:
@@ -307,15 +301,10 @@ http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 async def test_an_adapter_vllm_fails_to_unload_still_leaves_the_deployment_consistent(
         tiny, adapter, registry_here, tmp_path):
-    import stat
-    import sys
 
     script = tmp_path / "fake_vllm.py"
     script.write_text(FAKE_VLLM)
-    fake = tmp_path / "fake-vllm" / "python"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\nexec {sys.executable} {script} "$@"\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    fake = fake_vllm_python(tmp_path, str(script))
     service = DeploymentService(tmp_path, registry_here, vllm_python=fake, check_s=60)
     await service.start()
     try:
@@ -327,3 +316,15 @@ async def test_an_adapter_vllm_fails_to_unload_still_leaves_the_deployment_consi
         assert "tiny-lora" not in service._runners[created.id].server.adapters  # nor back after a restart
     finally:
         await service.close()
+
+
+def fake_vllm_python(tmp_path: Path, program: str) -> Path:
+    """A stand-in for the vLLM venv's python: runs `program` (a script or `-c "…"`) with vLLM's arguments."""
+    import stat
+    import sys
+
+    fake = tmp_path / "fake-vllm" / "python"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} {program} "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake
