@@ -1,4 +1,4 @@
-"""The `agentd` command: serve, chat, models, tools, finetune, eval, jobs, deploy, undeploy, deployments."""
+"""The `agentd` command: serve, chat, models, tools, finetune, eval, jobs, deploy, undeploy, deployments, workflow."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from agentd.deploy_cli import register as register_deploy_commands
 from agentd.eval_cli import evaluate
 from agentd.jobs_cli import finetune, jobs_app
 from agentd.tools_cli import tools_app
+from agentd.workflow_cli import register as register_workflow_commands
 
 app = typer.Typer(help="agentd: an agent-centric orchestration server for language models.",
                   no_args_is_help=True)
@@ -20,6 +21,7 @@ app.add_typer(jobs_app, name="jobs")
 app.command()(finetune)
 app.command("eval")(evaluate)
 register_deploy_commands(app)
+register_workflow_commands(app)
 
 BaseURL = Annotated[str, typer.Option(envvar="AGENTD_URL", help="Server to talk to.")]
 ApiKey = Annotated[Optional[str], typer.Option(envvar="AGENTD_API_KEY", help="Bearer key.")]
@@ -42,6 +44,8 @@ def serve(
     mcp: Annotated[Optional[list[str]], typer.Option(help="MCP server URL or command to import, repeatable.")] = None,
     no_builtin_tools: Annotated[bool, typer.Option(help="Leave out calculator, python, knowledge_*.")] = False,
     agent_model: Annotated[Optional[str], typer.Option(help="Served model the agents think with (default: the first).")] = None,
+    no_tool_use_adapter: Annotated[bool, typer.Option(
+        help="Agents on the embedded model think without the shipped tool-use adapter.")] = False,
     image_pipeline: Annotated[Optional[Path], typer.Option(
         help="Local diffusers pipeline folder (saved with save_pretrained) that text_to_image draws with.")] = None,
 ) -> None:
@@ -55,7 +59,8 @@ def serve(
              "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "tools": tools,
              "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model,
              "image_pipeline": image_pipeline}
-    settings = Settings(**{k: v for k, v in flags.items() if v}, **({"builtin_tools": False} if no_builtin_tools else {}))
+    switched_off = {"builtin_tools": not no_builtin_tools, "tool_use_adapter": not no_tool_use_adapter}
+    settings = Settings(**{k: v for k, v in flags.items() if v}, **{k: False for k, on in switched_off.items() if not on})
     try:
         application = create_app(settings)
     except ValueError as error:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # The served model agents think with (default: the first one).
     agent_model: str | None = None
     agent_max_steps: int = 6
+    # Agents thinking with the embedded model use the shipped tool-use adapter (agentd/tool_use):
+    # the bare 135M model picks the wrong tool most of the time.
+    tool_use_adapter: bool = True
     agent_time_limit_s: float = 300.0
     # Fine-tuning and other jobs: how many run at once (the rest queue), and the upload limit.
     max_concurrent_jobs: int = 1

@@ -56,10 +56,13 @@ def finetune(
     model: Annotated[str, typer.Option(help="The embedded model's id or a model folder.")] = "smollm2-135m-instruct",
     method: Annotated[str, typer.Option(help="lora, qlora (CUDA only) or full.")] = "lora",
     validation: Annotated[Optional[list[Path]], typer.Option(help="Validation data, repeatable.")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(
+        help="Passes over the data (default: auto, from its size).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides epochs).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per micro-batch.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        help="Peak learning rate (default: the method's, scaled by the batch size).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Sequences per micro-batch (default: auto, ~0.2% of the examples, 1 for a small set).")] = None,
     seq_len: Annotated[Optional[int], typer.Option(help="Tokens per packed row.")] = None,
     deepspeed: Annotated[Optional[str], typer.Option(help="zero1, zero2, zero2_offload, zero3, zero3_offload.")] = None,
     merge: Annotated[bool, typer.Option(help="Also export the adapter merged into the base.")] = False,

@@ -62,7 +62,9 @@ async def test_compare_models_gives_per_task_deltas_and_a_noise_verdict(setup):
     assert result.ok, result.observation()
     [comparison] = result.value["comparisons"]
     assert result.value["model_a"] == MODEL and result.value["model_b"] == "tiny"
-    assert "within_noise" in str(comparison) and "arc_easy" in str(comparison)
+    assert comparison["task"] == "arc_easy" and comparison["metric"].startswith("acc")
+    assert comparison["better"] in (MODEL, "tiny", None) and isinstance(comparison["significant"], bool)
+    assert comparison["difference"] == pytest.approx(comparison["b"] - comparison["a"], abs=1e-3)
     await service.close()
 
 

@@ -35,7 +35,7 @@ async def queue_job(service, tickets, **hyperparameters) -> str:
 
 def record_job(store, tiny, data, status=QUEUED) -> str:
     """A job written straight into the store, as a server that died at that point would leave it."""
-    training = training_params(tiny, [data], [], SMALL, 7)
+    training = training_params(tiny, [data], [], SMALL, 7, n_examples=40)
     return store.create(KIND, {"model": "tiny", "training": training, "training_file": str(data)},
                         status=status, prefix="ftjob").id
 

@@ -49,6 +49,8 @@ class Tool(ABC):
         long_running: the call may take minutes (it waits for a job, say). Only `timeout` bounds
             it: an agent run's own time limit is paused while it works. Progress it reports
             through its `ToolContext` streams to the agent's client as steps.
+        changing: its result for the same arguments changes with time (a job's status), so an
+            agent repeating the call is really asking again, not looping.
         source: where the tool lives (`local`, a remote URL, an MCP server).
     """
 
@@ -59,6 +61,7 @@ class Tool(ABC):
     timeout: float | None = None
     requires_approval: bool = False
     long_running: bool = False
+    changing: bool = False
     source: str = "local"
 
     @abstractmethod

@@ -22,7 +22,8 @@ class FunctionTool(Tool):
     """A tool backed by a Python function; calling it directly still calls the function."""
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
-                 timeout: float | None = None, requires_approval: bool = False, long_running: bool = False):
+                 timeout: float | None = None, requires_approval: bool = False, long_running: bool = False,
+                 changing: bool = False):
         self.name = name or fn.__name__
         if not _NAME.match(self.name):
             raise ToolDefinitionError(f"tool name {self.name!r}: use letters, digits, '_' or '-' (at most 64)")
@@ -36,6 +37,7 @@ class FunctionTool(Tool):
         self.timeout = timeout
         self.requires_approval = requires_approval
         self.long_running = long_running
+        self.changing = changing
         self.defined_in = getattr(fn, "__module__", None)
         self._context_parameter = signature.context_parameter
         self._needs_binding = signature.bound_first
@@ -91,7 +93,8 @@ def _readable(error: ValidationError) -> str:
 def tool(fn: Callable[..., Any], /) -> FunctionTool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None, timeout: float | None = None,
-         requires_approval: bool = False, long_running: bool = False) -> Callable[[Callable[..., Any]], FunctionTool]: ...
+         requires_approval: bool = False, long_running: bool = False,
+         changing: bool = False) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, **options: Any):

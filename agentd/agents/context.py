@@ -4,6 +4,7 @@ calls are run. Nodes write their steps to LangGraph's custom stream (`step_write
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,15 +16,28 @@ from langgraph.types import interrupt
 
 from agentd.agents.files import RunFiles, with_file_choices
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
-from agentd.llm.chat_model import ChatModel, ToolCall, prompt
+from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
 
-FINAL_ANSWER = {"type": "function", "function": {
-    "name": "final_answer", "description": "Give the user the final answer.",
-    "parameters": {"type": "object", "properties": {"answer": {"type": "string", "description": "the answer"}},
-                   "required": ["answer"], "additionalProperties": False}}}
+
+
+def final_answer_tool(max_length: int = MAX_ANSWER) -> dict[str, Any]:
+    """The final_answer definition ReAct steps may call, its answer at most `max_length` characters."""
+    return {"type": "function", "function": {
+        "name": "final_answer", "description": "Give the user the final answer.",
+        "parameters": {"type": "object", "properties": {"answer": {"type": "string", "description": "the answer",
+                                                                   "maxLength": max_length}},
+                       "required": ["answer"], "additionalProperties": False}}}
+
+
+# Long enough to quote what the tools returned (a comparison table, say).
+FINAL_ANSWER = final_answer_tool()
+# A part of a bigger graph (a planner's searcher) answers in a line: the graph writes the answer.
+SUB_ANSWER = final_answer_tool(MAX_STRING)
 
 StepWriter = Callable[[Step], None]
+# How a graph words the observation of a call identical to an earlier one: (the call, the earlier observation).
+Repeat = Callable[[ToolCall, Observation], Observation]
 
 # A request's `tool_choice` as the agents read it: OpenAI's words, or the one tool the first call must use.
 ToolChoice = Literal["auto", "none", "required"] | dict[str, str]
@@ -135,14 +149,14 @@ class AgentContext:
         """The tool a named `tool_choice` makes the first call use."""
         return self.tool_choice.get("name") if isinstance(self.tool_choice, dict) else None
 
-    def first_step_tools(self) -> list[dict[str, Any]]:
+    def first_step_tools(self, final: dict[str, Any] = FINAL_ANSWER) -> list[dict[str, Any]]:
         """What the first step of a ReAct loop may call: the forced tool alone, any tool but
-        final_answer when a call is required, else every tool and final_answer."""
+        final_answer when a call is required, else every tool and `final` (a final_answer)."""
         tools = self.definitions()
         forced = [t for t in tools if t["function"]["name"] == self.forced_tool]
         if forced:
             return forced
-        return tools if self.tool_choice == "required" and tools else tools + [FINAL_ANSWER]
+        return tools if self.tool_choice == "required" and tools else tools + [final]
 
 
 def _with_known_files(definition: dict[str, Any], files: RunFiles) -> dict[str, Any]:
@@ -177,20 +191,53 @@ def approve(ctx: AgentContext, calls: list[ToolCall]) -> set[str]:
     return {c.id for c in calls} - rejected
 
 
-async def run_calls(ctx: AgentContext, calls: list[ToolCall], allowed: set[str], write: StepWriter) -> list[Observation]:
-    """Run the allowed calls concurrently; a refused or unknown call becomes an observation too."""
+def call_key(call: ToolCall) -> str:
+    """Calls with the same key are the same call: same tool, same arguments as canonical JSON."""
+    return f"{call.name}:{json.dumps(call.arguments, sort_keys=True, ensure_ascii=False, separators=(',', ':'))}"
+
+
+def fresh_calls(calls: list[ToolCall], earlier: dict[str, Observation]) -> list[ToolCall]:
+    """The calls that will really run: none already made (in `earlier`, or before in `calls`)."""
+    seen = set(earlier)
+    fresh = []
+    for call in calls:
+        if call_key(call) not in seen:
+            seen.add(call_key(call))
+            fresh.append(call)
+    return fresh
+
+
+def repeated_call_notice(call: ToolCall, earlier: Observation) -> Observation:
+    """A ReAct model that repeats a call is told it already has the result, and given it again."""
+    return Observation(call.id, call.name, prompt("repeated_call", tool=call.name, result=earlier.content),
+                       repeat_of=earlier.call_id)
+
+
+async def run_calls(ctx: AgentContext, calls: list[ToolCall], allowed: set[str], write: StepWriter,
+                    earlier: dict[str, Observation] | None = None,
+                    repeat: Repeat = repeated_call_notice) -> list[Observation]:
+    """Run the allowed calls concurrently; a refused or unknown call becomes an observation too.
+
+    A call identical to one in `earlier` (call key → its observation) or to one before it in
+    `calls` is not run again: `repeat` makes its observation from the earlier one. Its
+    ToolCallStep and Observation still stream, so a client sees what the model asked for.
+    """
     for call in calls:
         write(ToolCallStep(call))
-    runnable = [c for c in calls if c.id in allowed]
+    made = dict(earlier or {})
+    runnable = [c for c in fresh_calls(calls, made) if c.id in allowed]
     results = {r.call_id: r for r in await asyncio.gather(*(_invoke(ctx, c, write) for c in runnable))}
     observations = []
     for call in calls:
-        result = results.get(call.id)
-        if result is None:
-            observation = Observation(call.id, call.name, prompt("call_rejected"), True)
-        else:
+        result, key = results.get(call.id), call_key(call)
+        if result is not None:
             artifacts = [_artifact(ctx, a) for a in result.artifacts]
             observation = Observation(call.id, call.name, result.observation(), not result.ok, artifacts)
+        elif key in made:
+            observation = repeat(call, made[key])
+        else:
+            observation = Observation(call.id, call.name, prompt("call_rejected"), True)
+        made.setdefault(key, observation)
         write(observation)
         observations.append(observation)
     return observations

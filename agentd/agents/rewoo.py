@@ -12,11 +12,14 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agentd.agents.context import AgentContext, approve, earlier_turns, run_calls, step_writer
-from agentd.agents.steps import Plan, Retry
-from agentd.llm.chat_model import StructuredOutputError, ToolCall, bounded_strings, describe_tools, prompt
+from agentd.agents.answers import CheckedAnswer
+from agentd.agents.context import AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls, step_writer
+from agentd.agents.steps import Observation, Plan, Retry
+from agentd.llm.chat_model import ChatModel, StructuredOutputError, ToolCall, bounded_strings, prompt
 
 REFERENCE = re.compile(r"#E(\d+)")
+# A reference to one field of an earlier result: `#E1.fine_tuned_model` (the model a fine-tune made).
+FIELD_REFERENCE = re.compile(r"#E(\d+)(?:\.([A-Za-z_]\w*))?")
 MAX_PLAN_ATTEMPTS = 3
 
 
@@ -29,12 +32,16 @@ class RewooState(TypedDict, total=False):
     evidence: dict[str, str]
     # Step id → the file its tool made: a later step's image or file argument `#E1` means that file.
     outputs: dict[str, str]
+    # Call key → the id of the step that ran it: an identical later step reuses its evidence.
+    calls_made: dict[str, str]
+    # Steps whose evidence is an error (or a refusal): no result to answer from.
+    failed: list[str]
     answer: str | None
 
 
 def rewoo_input(messages: list[dict[str, Any]], resuming_thread: bool) -> dict[str, Any]:
     return {"question": str(messages[-1].get("content") or ""), "plan": [], "attempts": 0, "feedback": "",
-            "evidence": {}, "outputs": {}, "answer": None}
+            "evidence": {}, "outputs": {}, "calls_made": {}, "failed": [], "answer": None}
 
 
 def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None = None) -> dict[str, Any]:
@@ -43,7 +50,7 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
     for definition in tools:
         parameters = bounded_strings(definition["function"]["parameters"])
         # Any argument may instead be a reference to an earlier result.
-        referable = {name: {"anyOf": [prop, {"type": "string", "pattern": r"^#E[0-9]+$"}]}
+        referable = {name: {"anyOf": [prop, {"type": "string", "pattern": r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"}]}
                      for name, prop in parameters.get("properties", {}).items()}
         variants.append({"type": "object", "properties": {
             "thought": {"type": "string", "maxLength": 120}, "tool": {"const": definition["function"]["name"]},
@@ -71,10 +78,7 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     tools = ctx.definitions()
     if not tools:  # tool_choice "none": nothing to plan, the solver answers
         return {"plan": [], "attempts": MAX_PLAN_ATTEMPTS, "feedback": ""}
-    messages = [{"role": "system", "content": prompt("rewoo_planner", tools=describe_tools(tools))},
-                *earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
-    if state.get("feedback"):
-        messages.append({"role": "user", "content": prompt("rewoo_replan", problem=state["feedback"])})
+    messages = planner_messages(ctx.llm, tools, state.get("history"), state["question"], state.get("feedback"))
     try:
         schema = plan_schema(tools, ctx.max_steps, ctx.forced_tool)
         steps = (await ctx.llm.structured(messages, schema, max_tokens=600))["steps"]
@@ -88,6 +92,25 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
         return {"plan": items, "attempts": attempts, "feedback": ""}
     runtime.stream_writer(Retry(f"the plan could not be used: {problem}", attempts))
     return {"plan": [], "attempts": attempts, "feedback": problem}
+
+
+def planner_messages(llm: ChatModel, tools: list[dict[str, Any]], history: list[dict[str, str]] | None,
+                     question: str, feedback: str | None = None) -> list[dict[str, str]]:
+    """What the planner reads (the tool-use adapter is trained on exactly this)."""
+    messages = [{"role": "system", "content": prompt("rewoo_planner", tools=llm.list_tools(tools))},
+                *earlier_turns(history), {"role": "user", "content": question}]
+    if feedback:
+        messages.append({"role": "user", "content": prompt("rewoo_replan", problem=feedback)})
+    return messages
+
+
+def solver_messages(plan: list[dict[str, Any]], evidence: dict[str, str], history: list[dict[str, str]] | None,
+                    question: str) -> list[dict[str, str]]:
+    """What the solver reads: every step and its result verbatim (the adapter is trained on exactly this)."""
+    lines = [f"{step['id']} = {step['tool']}[{json.dumps(step['arguments'])}]\nResult: {evidence[step['id']]}"
+             for step in plan]
+    return [*earlier_turns(history), {"role": "user", "content": prompt(
+        "rewoo_solver", question=question, evidence="\n".join(lines) or prompt("rewoo_no_plan"))}]
 
 
 def _check_first(steps: list[dict[str, Any]], first: str | None) -> str | None:
@@ -113,13 +136,26 @@ async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     calls = [ToolCall(step["id"], step["tool"], _substitute(step["arguments"], evidence, outputs,
                                                             _file_parameters(ctx, step["tool"])))
              for step in ready]
-    allowed = approve(ctx, calls)
-    for observation in await run_calls(ctx, calls, allowed, step_writer(runtime)):
+    failed = list(state.get("failed") or [])
+    calls_made = dict(state.get("calls_made") or {})
+    earlier = {key: Observation(step_id, key.split(":", 1)[0], evidence[step_id], step_id in failed)
+               for key, step_id in calls_made.items()}
+    allowed = approve(ctx, fresh_calls(calls, earlier))
+    for call, observation in zip(calls, await run_calls(ctx, calls, allowed, step_writer(runtime), earlier,
+                                                        _reuse_evidence), strict=True):
         evidence[observation.call_id] = observation.content
+        calls_made.setdefault(call_key(call), observation.repeat_of or observation.call_id)
+        if observation.is_error:
+            failed.append(observation.call_id)
         made = [a["file_id"] for a in observation.artifacts if a.get("file_id")]
-        if made:
-            outputs[observation.call_id] = made[0]
-    return {"evidence": evidence, "outputs": outputs}
+        if made or observation.repeat_of in outputs:
+            outputs[observation.call_id] = made[0] if made else outputs[observation.repeat_of]
+    return {"evidence": evidence, "outputs": outputs, "calls_made": calls_made, "failed": failed}
+
+
+def _reuse_evidence(call: ToolCall, earlier: Observation) -> Observation:
+    """A plan step identical to an earlier one takes that step's result instead of running again."""
+    return Observation(call.id, call.name, earlier.content, earlier.is_error, repeat_of=earlier.call_id)
 
 
 def _file_parameters(ctx: AgentContext, tool: str) -> set[str]:
@@ -136,32 +172,62 @@ def _after_work(state: RewooState) -> str:
 
 async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
-    lines = [f"{step['id']} = {step['tool']}[{json.dumps(step['arguments'])}]\nResult: {state['evidence'][step['id']]}"
-             for step in state.get("plan") or []]
-    evidence = "\n".join(lines) or prompt("rewoo_no_plan")
-    answer = await ctx.llm.chat([*earlier_turns(state.get("history")), {"role": "user", "content": prompt(
-        "rewoo_solver", question=state["question"], evidence=evidence)}], max_tokens=200)
+    evidence = state.get("evidence") or {}
+    failed = set(state.get("failed") or [])
+    results = [evidence[step["id"]] for step in state.get("plan") or [] if step["id"] in evidence
+               and step["id"] not in failed]
+    # An answer that restates the question gives way to the last result the plan got.
+    checked = CheckedAnswer(step_writer(runtime), state["question"], results[-1] if results else "")
+    reply = await ctx.llm.chat(solver_messages(state.get("plan") or [], evidence, state.get("history"),
+                                               state["question"]), max_tokens=200, on_text=checked)
+    answer = checked.final(reply)
     return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
 
 
 def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: dict[str, str] | None = None,
                 file_parameters: set[str] = frozenset()) -> dict[str, Any]:
-    """References replaced by results: an image or file argument `#E1` takes the file step 1 made."""
+    """References replaced by results: an image or file argument `#E1` takes the file step 1 made,
+    and `#E1.fine_tuned_model` takes one field of a result that is a JSON object (a job summary)."""
+    def resolved(step_id: str, name: str | None) -> Any:
+        text = evidence[step_id]
+        try:
+            result = json.loads(text)  # a number or JSON result keeps its type
+        except json.JSONDecodeError:
+            return text
+        if name is not None and isinstance(result, dict) and name in result:
+            return result[name]
+        return result
+
     def value(key: str, raw: Any) -> Any:
         if not isinstance(raw, str):
             return raw
-        whole = REFERENCE.fullmatch(raw.strip())
-        if whole and key in file_parameters and raw.strip() in (outputs or {}):
+        whole = FIELD_REFERENCE.fullmatch(raw.strip())
+        if whole and not whole.group(2) and key in file_parameters and raw.strip() in (outputs or {}):
             return outputs[raw.strip()]
         if whole:
-            text = evidence[raw.strip()]
-            try:
-                return json.loads(text)  # a number or JSON result keeps its type
-            except json.JSONDecodeError:
-                return text
-        return REFERENCE.sub(lambda m: evidence.get(m.group(0), m.group(0)), raw)
+            return resolved(f"#E{whole.group(1)}", whole.group(2))
+
+        def inline(match: re.Match) -> str:
+            if f"#E{match.group(1)}" not in evidence:
+                return match.group(0)
+            if not match.group(2):
+                return evidence[f"#E{match.group(1)}"]
+            if _field_missing(evidence[f"#E{match.group(1)}"], match.group(2)):  # "#E1.Then …": prose
+                return evidence[f"#E{match.group(1)}"] + match.group(0)[len(f"#E{match.group(1)}"):]
+            found = resolved(f"#E{match.group(1)}", match.group(2))
+            return found if isinstance(found, str) else json.dumps(found)
+
+        return FIELD_REFERENCE.sub(inline, raw)
 
     return {key: value(key, raw) for key, raw in arguments.items()}
+
+
+def _field_missing(text: str, name: str) -> bool:
+    try:
+        result = json.loads(text)
+    except json.JSONDecodeError:
+        return True
+    return not (isinstance(result, dict) and name in result)
 
 
 def build_rewoo_graph() -> StateGraph:

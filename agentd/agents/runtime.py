@@ -19,12 +19,13 @@ from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 
 from agentd.agents.context import AgentContext, RunClock, ToolChoice
+from agentd.agents.answers import with_reported_table
 from agentd.agents.files import RunFiles, link_artifacts
 from agentd.agents.planner import build_planner_graph, planner_input
 from agentd.agents.react import build_react_graph, react_input
 from agentd.agents.rewoo import build_rewoo_graph, rewoo_input
 from agentd.agents.runs import RunStore
-from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
+from agentd.agents.steps import AnswerDelta, ApprovalRequired, FinalAnswer, RunFailed, Step
 from agentd.llm.chat_model import ChatModel, StructuredOutputError, ToolCall
 from agentd.llm.models import chat_model_for
 from pipelines.engine import EngineError, TextEngine
@@ -196,7 +197,8 @@ class AgentRuntime:
                 async with ctx.clock, aclosing(graph.astream(graph_input, config, context=ctx,
                                                               stream_mode="custom", subgraphs=True)) as stream:
                     async for _namespace, step in stream:
-                        yield self._record(run, step)
+                        # The answer's pieces go out as they come; the trace keeps the FinalAnswer.
+                        yield step if isinstance(step, AnswerDelta) else self._record(run, step)
                 snapshot = await graph.aget_state(config)
                 pending = _pending_calls(snapshot)
         except Exception as error:  # a failing model or a bug in a node ends this run, not the server
@@ -218,7 +220,7 @@ class AgentRuntime:
                 final = self._record(run, ApprovalRequired(pending, run.thread_id))
                 self._finish(run, "requires_approval")
             else:
-                answer = link_artifacts(snapshot.values.get("answer") or "", files)
+                answer = link_artifacts(with_reported_table(snapshot.values.get("answer") or "", run.steps), files)
                 final = self._record(run, FinalAnswer(answer, snapshot.values.get("sources") or []))
                 run.answer = answer
                 self._finish(run, "completed", answer=answer)

@@ -57,9 +57,12 @@ class Observation(Step):
     content: str
     is_error: bool = False
     artifacts: list[dict[str, Any]] = field(default_factory=list)
+    # The id of the earlier identical call whose result this repeats (the call was not run again).
+    repeat_of: str = ""
 
     def text(self) -> str:
-        return f"Observation ({self.name}{', error' if self.is_error else ''}): {self.content}"
+        notes = (", error" if self.is_error else "") + (f", same call as {self.repeat_of}" if self.repeat_of else "")
+        return f"Observation ({self.name}{notes}): {self.content}"
 
 
 @dataclass
@@ -134,6 +137,19 @@ class ApprovalRequired(Step):
     def text(self) -> str:
         listed = ", ".join(f"{c.name}({json.dumps(c.arguments, ensure_ascii=False)})" for c in self.calls)
         return f"Waiting for approval: {listed}"
+
+
+@dataclass
+class AnswerDelta(Step):
+    """A piece of the final answer as the model writes it. The pieces of a run add up to the start
+    of its FinalAnswer's answer (links to the files the run made may follow); the run trace keeps
+    only the FinalAnswer."""
+
+    type: ClassVar[str] = "answer_delta"
+    content: str
+
+    def text(self) -> str:
+        return self.content
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agentd.jobs.hyperparameters import (MAX_MICRO_BATCH, chosen_automatically, describe_choice,
+                                         resolve_hyperparameters)
 from agentd.jobs.store import FAILED, QUEUED, SUCCEEDED, VALIDATING, Job, JobStore
 from agentd.jobs.worker import Reporter
 from pipelines.registry import ModelSpec
@@ -33,15 +36,18 @@ class FineTuneRequestError(ValueError):
 
 
 def training_params(base_model_dir: Path, train_files: list[Path], validation_files: list[Path],
-                    hyperparameters: dict[str, Any] | None, seed: int | None) -> dict[str, Any]:
-    """Validated TrainingConfig fields (all but output_dir) from OpenAI-style hyperparameters."""
+                    hyperparameters: dict[str, Any] | None, seed: int | None, *, n_examples: int) -> dict[str, Any]:
+    """Validated TrainingConfig fields (all but output_dir) from OpenAI-style hyperparameters, "auto"
+    ones chosen for `n_examples` training examples (see agentd.jobs.hyperparameters)."""
     fields: dict[str, Any] = {"base_model": str(base_model_dir), "train_files": [str(p) for p in train_files],
                               "validation_files": [str(p) for p in validation_files]}
     if seed is not None:
         fields["seed"] = seed
+    method = (hyperparameters or {}).get("method", "lora")
+    resolved = resolve_hyperparameters(hyperparameters, n_examples, method if isinstance(method, str) else "lora")
     multiplier = None
-    for key, value in (hyperparameters or {}).items():
-        if value == "auto":
+    for key, value in resolved.items():
+        if value == "auto":  # an own field's "auto" (bf16) is its default
             continue
         if key == "learning_rate_multiplier":
             multiplier = value
@@ -53,11 +59,13 @@ def training_params(base_model_dir: Path, train_files: list[Path], validation_fi
             raise FineTuneRequestError(f"unknown hyperparameter {key!r}; known: n_epochs, batch_size, "
                                        f"learning_rate_multiplier, {', '.join(sorted(_OWN_KEYS))}",
                                        param=f"hyperparameters.{key}")
+    if "batch_size" in chosen_automatically(hyperparameters) and "gradient_accumulation_steps" not in fields:
+        fields.update(_accumulated(fields["batch_size"]))
     # An unknown method gets a placeholder rate here; TrainingConfig then refuses the method by name.
     base_rate = BASE_LEARNING_RATE.get(fields.get("method", "lora"), BASE_LEARNING_RATE["lora"])
     if multiplier is not None:
-        if not isinstance(multiplier, (int, float)) or multiplier <= 0:
-            raise FineTuneRequestError("learning_rate_multiplier must be a positive number",
+        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or multiplier <= 0:
+            raise FineTuneRequestError("learning_rate_multiplier must be a positive number or \"auto\"",
                                        param="hyperparameters.learning_rate_multiplier")
         fields["learning_rate"] = fields.get("learning_rate") or base_rate * multiplier
     elif "learning_rate" not in fields:
@@ -71,6 +79,40 @@ def training_params(base_model_dir: Path, train_files: list[Path], validation_fi
     return config.model_dump(mode="json", exclude={"output_dir"})
 
 
+def _accumulated(batch_size: int) -> dict[str, int]:
+    """An automatic batch as micro-batches of at most MAX_MICRO_BATCH with gradient accumulation:
+    the same examples per update without holding hundreds of sequences in memory at once."""
+    steps = math.ceil(batch_size / MAX_MICRO_BATCH)
+    return {"batch_size": math.ceil(batch_size / steps), "gradient_accumulation_steps": steps}
+
+
+def openai_hyperparameters(training: dict[str, Any]) -> dict[str, Any]:
+    """A job's training configuration as OpenAI shows it: n_epochs, batch_size (examples per update,
+    micro-batches × accumulation), learning_rate_multiplier (of the method's default rate)."""
+    epochs = training["epochs"]
+    multiplier = training["learning_rate"] / BASE_LEARNING_RATE[training["method"]]
+    return {"n_epochs": int(epochs) if float(epochs).is_integer() else epochs,
+            "batch_size": training["batch_size"] * training["gradient_accumulation_steps"],
+            "learning_rate_multiplier": round(multiplier, 6)}
+
+
+def count_examples(paths: list[Path]) -> int:
+    """How many examples the files hold as `training.parse_file` reads them (a .txt file is one, a
+    JSONL file one per non-blank line), without parsing them: cheap enough to choose the "auto"
+    hyperparameters when the job is created; the full check of every record runs afterwards."""
+    total = 0
+    for path in paths:
+        try:
+            if path.name.endswith(".txt"):
+                total += path.is_file()
+                continue
+            with path.open("rb") as lines:
+                total += sum(1 for line in lines if line.strip())
+        except OSError:
+            continue  # a missing or unreadable file fails the job's validation, which says why
+    return total
+
+
 def validate_upload(data: bytes, filename: str) -> None:
     """A `fine-tune` upload: JSONL records only (raw text goes as `{"text": ...}` lines)."""
     if not filename.endswith((".jsonl", ".json")) and not data.lstrip().startswith(b"{"):
@@ -81,13 +123,19 @@ def validate_upload(data: bytes, filename: str) -> None:
 
 def validate_files(store: JobStore, job_id: str) -> None:
     """Parse every record once (slow for big files: run it off the event loop)."""
-    training = store.get(job_id).params["training"]
+    job = store.get(job_id)
+    training = job.params["training"]
     try:
         load_examples(training["train_files"] + training["validation_files"])
     except DataError as error:
         store.finish(job_id, FAILED, error={"code": "invalid_training_file", "message": str(error),
                                             "param": "training_file"}, message=f"file validation failed: {error}")
         return
+    chosen = job.params.get("hyperparameters") or {}
+    # Said before the job queues, so it is the first thing a client following the job reads about training.
+    shown = openai_hyperparameters(training)
+    store.add_event(job_id, describe_choice(shown, chosen.get("auto", []), chosen.get("n_examples", 0)),
+                    data={"hyperparameters": shown, **chosen})
     store.transition(job_id, VALIDATING, QUEUED, "files validated; the job is queued")
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from agentd.jobs import FAILED, QUEUED, VALIDATING, Job
 from agentd.jobs import evaluate as evaluation_job
 from agentd.jobs.evaluate import EvaluationRequestError, check_tasks, explicit_target, run_config
-from agentd.jobs.fine_tune import (KIND, FineTuneRequestError, checkpoint_model_id, checkpoint_spec,
+from agentd.jobs.fine_tune import (KIND, FineTuneRequestError, checkpoint_model_id, checkpoint_spec, count_examples,
                                    fine_tuned_spec, parse_model_id, training_params, validate_files)
+from agentd.jobs.hyperparameters import chosen_automatically
 from agentd.jobs.manager import JobManager
 from pipelines.registry import ModelSpec
 
@@ -68,7 +69,9 @@ class JobService:
                                suffix: str | None = None, metadata: dict[str, Any] | None = None) -> Job:
         """A fine-tune job in `validating_files`: its files are checked in the background (await
         `validated` for the outcome), then it queues. Files are uploaded file ids, or local paths
-        (the CLI). Raises FineTuneRequestError naming the parameter at fault."""
+        (the CLI). `n_epochs`, `batch_size` and `learning_rate_multiplier` left out or "auto" are
+        chosen from the number of training examples (agentd.jobs.hyperparameters); the job records
+        the numbers. Raises FineTuneRequestError naming the parameter at fault."""
         if self.base_folder is None:
             raise FineTuneRequestError("no model can be fine-tuned here", param="model", code="model_not_available")
         try:
@@ -77,9 +80,13 @@ class JobService:
             raise FineTuneRequestError(str(error), param="model", code="model_not_available") from None
         training_paths = self._paths(training_file, "training_file")
         validation_paths = self._paths(validation_file, "validation_file") if validation_file else []
-        training = training_params(folder, training_paths, validation_paths, hyperparameters, seed)
+        # "auto" hyperparameters depend on the data's size, so they are chosen once it is counted.
+        n_examples = await asyncio.to_thread(count_examples, training_paths)
+        training = training_params(folder, training_paths, validation_paths, hyperparameters, seed,
+                                   n_examples=n_examples)
         params = {"model": model, "training": training, "training_file": _named(training_file),
-                  "validation_file": _named(validation_file) if validation_file else None, "suffix": suffix}
+                  "validation_file": _named(validation_file) if validation_file else None, "suffix": suffix,
+                  "hyperparameters": {"auto": chosen_automatically(hyperparameters), "n_examples": n_examples}}
         job = self.store.create(KIND, params, metadata=metadata, status=VALIDATING, prefix="ftjob")
         self._validate_later(job)
         return job

@@ -17,6 +17,7 @@ from typing import Any
 
 import jsonschema
 
+from agentd.llm.streaming import TextCallback
 from agentd.llm.tool_calls import inline_refs, new_call_id
 
 
@@ -54,10 +55,18 @@ def prompt(name: str, **values: str) -> str:
 class ChatModel(ABC):
     id: str
     constrained: bool = True
+    # Tools the model was trained to call (a tool-use adapter's): prompts name them without describing them.
+    known_tools: frozenset[str] = frozenset()
+
+    def list_tools(self, tools: list[dict[str, Any]]) -> str:
+        """The tool listing a prompt shows this model."""
+        return describe_tools(tools, self.known_tools)
 
     @abstractmethod
-    async def chat(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0) -> str:
-        """Free text."""
+    async def chat(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0,
+                   on_text: TextCallback | None = None) -> str:
+        """Free text, stripped. `on_text` gets it in pieces as it is written (they add up to the
+        returned text; a model that cannot stream may send it whole at the end)."""
 
     @abstractmethod
     async def structured(self, messages: list[dict[str, str]], schema: dict[str, Any], *,
@@ -66,12 +75,29 @@ class ChatModel(ABC):
 
     @abstractmethod
     async def act(self, messages: list[dict[str, str]], tools: list[dict[str, Any]], *,
-                  max_calls: int = 3, max_tokens: int = 384) -> ChatReply:
-        """One step: a thought and 1..max_calls tool calls among `tools` (OpenAI definitions)."""
+                  max_calls: int = 3, max_tokens: int = 384, on_answer: TextCallback | None = None) -> ChatReply:
+        """One step: a thought and 1..max_calls tool calls among `tools` (OpenAI definitions).
+
+        `on_answer` gets the `answer` of a final_answer call in pieces as it is written (they add up
+        to that answer, stripped; a model that cannot stream may send it whole at the end).
+        """
 
 
 # Strings in a step are bounded so that a rambling model still closes its JSON within max_tokens.
 MAX_STRING = 240
+# …except the final answer, which may quote what the tools returned (a comparison table, say).
+MAX_ANSWER = 1200
+
+
+def string_limit(tool_name: str) -> int:
+    """How long a string argument of `tool_name` may be in a step."""
+    return MAX_ANSWER if tool_name == "final_answer" else MAX_STRING
+
+
+def final_answer_of(reply: ChatReply) -> str | None:
+    """The answer of the reply's first final_answer call, stripped; None without one."""
+    final = next((c for c in reply.tool_calls if c.name == "final_answer"), None)
+    return None if final is None else str(final.arguments.get("answer", "")).strip()
 
 
 def bounded_strings(schema: Any, limit: int = MAX_STRING) -> Any:
@@ -94,7 +120,8 @@ def _bounded(schema: Any, limit: int) -> Any:
 def step_schema(tools: list[dict[str, Any]], max_calls: int) -> dict[str, Any]:
     """What one ReAct step must look like: a thought, then calls valid against each tool's schema."""
     variants = [{"type": "object", "properties": {"name": {"const": t["function"]["name"]},
-                                                  "arguments": bounded_strings(t["function"]["parameters"])},
+                                                  "arguments": bounded_strings(t["function"]["parameters"],
+                                                                               string_limit(t["function"]["name"]))},
                  "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
     return {"type": "object", "properties": {
         # Bounded: a small model otherwise keeps "thinking" until max_tokens.
@@ -104,12 +131,17 @@ def step_schema(tools: list[dict[str, Any]], max_calls: int) -> dict[str, Any]:
         "required": ["thought", "tool_calls"], "additionalProperties": False}
 
 
-def describe_tools(tools: list[dict[str, Any]]) -> str:
-    """One line per tool: name, first line of the description, argument names and types."""
-    lines = []
+def describe_tools(tools: list[dict[str, Any]], known: frozenset[str] = frozenset()) -> str:
+    """One line per tool: name, first line of the description, argument names and types.
+
+    Tools in `known` (those a tool-use adapter was trained on) are only named, on the first line:
+    the adapter learned what they do, and a short prompt is faster to read and to train on.
+    """
+    names = [t["function"]["name"] for t in tools if t["function"]["name"] in known]
+    lines = [", ".join(names)] if names else []
     for t in tools:
         function = t["function"]
-        if function["name"] == "final_answer":
+        if function["name"] == "final_answer" or function["name"] in known:
             continue
         properties = function["parameters"].get("properties", {})
         arguments = ", ".join(f"{name}: {prop.get('type', 'value')}" for name, prop in properties.items())

@@ -3,42 +3,60 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from typing import Any
 
-from agentd.llm.chat_model import (ChatModel, ChatReply, describe_tools, parse_json, prompt, reply_from_step,
-                                   step_schema)
+from agentd.llm.chat_model import ChatModel, ChatReply, parse_json, prompt, reply_from_step, step_schema
+from agentd.llm.streaming import AnswerArgumentStream, StopGeneration, TextCallback, TrimmedStream
 from pipelines.engine import Constraint, GenerationRequest, SamplingParams, TextEngine
 
 
 class EngineChatModel(ChatModel):
-    def __init__(self, engine: TextEngine, model_id: str, *, constrained: bool = True):
+    def __init__(self, engine: TextEngine, model_id: str, *, constrained: bool = True,
+                 known_tools: frozenset[str] = frozenset()):
         self.engine = engine
         self.id = model_id
         self.constrained = constrained
+        self.known_tools = known_tools
 
     async def _generate(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
-                        schema: dict[str, Any] | None = None) -> str:
+                        schema: dict[str, Any] | None = None, on_delta: TextCallback | None = None) -> str:
         constraint = Constraint("json_schema", schema) if schema is not None and self.constrained else None
         request = GenerationRequest(params=SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=0),
                                     messages=tuple(_flatten(messages)), constraint=constraint)
         await self.engine.validate(request)
         pieces = []
-        async for delta in self.engine.stream(request):
-            pieces.append(delta.text)
+        try:
+            # Closing the stream early (StopGeneration) tells the engine to stop computing it.
+            async with aclosing(self.engine.stream(request)) as stream:
+                async for delta in stream:
+                    pieces.append(delta.text)
+                    if on_delta is not None and delta.text:
+                        on_delta(delta.text)
+        except StopGeneration:
+            pass  # the output so far is all there is (a ReAct step cut short reads as unfinished)
         return "".join(pieces)
 
-    async def chat(self, messages, *, max_tokens=512, temperature=0.0) -> str:
-        return (await self._generate(messages, max_tokens, temperature)).strip()
+    async def chat(self, messages, *, max_tokens=512, temperature=0.0, on_text=None) -> str:
+        on_delta = TrimmedStream(on_text) if on_text is not None else None
+        return (await self._generate(messages, max_tokens, temperature, on_delta=on_delta)).strip()
 
     async def structured(self, messages, schema, *, max_tokens=512) -> Any:
         if not self.constrained:
             messages = _with_system(messages, f"Reply with JSON only, valid against this schema:\n{json.dumps(schema)}")
         return parse_json(await self._generate(messages, max_tokens, schema=schema), schema)
 
-    async def act(self, messages, tools, *, max_calls=3, max_tokens=384) -> ChatReply:
-        messages = _with_system(messages, prompt("agent_step", tools=describe_tools(tools)))
-        raw = await self._generate(messages, max_tokens, schema=step_schema(tools, max_calls))
+    async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None) -> ChatReply:
+        on_delta = AnswerArgumentStream(on_answer) if on_answer is not None else None
+        raw = await self._generate(self.step_messages(messages, tools), max_tokens,
+                                   schema=step_schema(tools, max_calls), on_delta=on_delta)
         return reply_from_step(raw, tools, max_calls)
+
+    def step_messages(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """What the model reads for one ReAct step (the tool-use adapter is trained on exactly this)."""
+        # A model trained on the tools needs neither their descriptions nor worked examples.
+        name = "agent_step_tuned" if self.known_tools else "agent_step"
+        return _with_system(messages, prompt(name, tools=self.list_tools(tools)))
 
 
 def _with_system(messages: list[dict[str, str]], text: str) -> list[dict[str, str]]:

@@ -13,8 +13,9 @@ from typing import Any
 
 import openai
 
-from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCall, bounded_strings, describe_tools,
-                                   parse_json, prompt, reply_from_step, step_schema)
+from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCall, bounded_strings, describe_tools, final_answer_of,
+                                   parse_json, prompt, reply_from_step, step_schema, string_limit)
+from agentd.llm.streaming import TrimmedStream
 from pipelines.engine import EngineError
 from pipelines.openai_engine import OpenAIUpstreamEngine, upstream_error
 
@@ -34,21 +35,40 @@ class UpstreamChatModel(ChatModel):
         except openai.APIError as error:
             raise upstream_error(error, engine.info.meta["url"]) from error
 
-    async def chat(self, messages, *, max_tokens=512, temperature=0.0) -> str:
-        reply = await self._create(messages, max_tokens=max_tokens, temperature=temperature)
-        return (reply.choices[0].message.content or "").strip()
+    async def chat(self, messages, *, max_tokens=512, temperature=0.0, on_text=None) -> str:
+        if on_text is None:
+            reply = await self._create(messages, max_tokens=max_tokens, temperature=temperature)
+            return (reply.choices[0].message.content or "").strip()
+        out, pieces = TrimmedStream(on_text), []
+        try:
+            async for chunk in await self._create(messages, max_tokens=max_tokens, temperature=temperature,
+                                                  stream=True):
+                text = chunk.choices[0].delta.content if chunk.choices else None
+                if text:
+                    pieces.append(text)
+                    out(text)
+        except openai.APIError as error:  # a stream broken after it started
+            raise upstream_error(error, self.engine.info.meta["url"]) from error
+        return "".join(pieces).strip()
 
     async def structured(self, messages, schema, *, max_tokens=512) -> Any:
         reply = await self._create(messages, max_tokens=max_tokens, temperature=0, response_format={
             "type": "json_schema", "json_schema": {"name": "reply", "schema": schema}})
         return parse_json(reply.choices[0].message.content or "", schema)
 
-    async def act(self, messages, tools, *, max_calls=3, max_tokens=384) -> ChatReply:
+    async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None) -> ChatReply:
+        reply = await self._step(messages, tools, max_calls, max_tokens)
+        answer = final_answer_of(reply)
+        if on_answer is not None and answer:
+            on_answer(answer)  # the call's arguments come whole: the answer goes on in one piece
+        return reply
+
+    async def _step(self, messages, tools, max_calls: int, max_tokens: int) -> ChatReply:
         if self.native_tools:
             try:
                 # Bounded strings let a constrained upstream close its JSON within max_tokens.
-                bounded = [{**t, "function": {**t["function"], "parameters": bounded_strings(t["function"]["parameters"])}}
-                           for t in tools]
+                bounded = [{**t, "function": {**t["function"], "parameters": bounded_strings(
+                    t["function"]["parameters"], string_limit(t["function"]["name"]))}} for t in tools]
                 reply = await self._create(messages, max_tokens=max_tokens, temperature=0, tools=bounded,
                                            tool_choice="required", parallel_tool_calls=max_calls > 1)
             except EngineError as error:

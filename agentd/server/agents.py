@@ -1,7 +1,8 @@
 """POST /v1/chat/completions for agent models, and GET /v1/runs: agents stream their steps.
 
 Each step goes out as `delta.reasoning_content` (readable text) plus `delta.agent_step` (the
-structured step, which standard clients ignore); the final answer goes in `delta.content`.
+structured step, which standard clients ignore); the final answer goes in `delta.content`, piece
+by piece as the model writes it (AnswerDelta steps), then whatever the run added to it (links).
 Server-side tool calls are never sent as `tool_calls`. The thread id comes from the
 `X-Agentd-Thread-Id` header or `metadata.thread_id`; it is returned in the same header, and as
 `thread_id` (with `run_id`) on every chunk and on the completion.
@@ -18,7 +19,7 @@ from fastapi import Request
 from starlette.background import BackgroundTask
 
 from agentd.agents.runtime import AgentRun
-from agentd.agents.steps import ApprovalRequired, FinalAnswer, RunFailed, Step
+from agentd.agents.steps import AnswerDelta, ApprovalRequired, FinalAnswer, RunFailed, Step
 from agentd.server.errors import APIError
 from agentd.server.generation import RequestRecord, new_id, recorded, sse_response
 from agentd.server.protocol import ChatCompletionRequest, ImagePart, TextPart
@@ -158,16 +159,28 @@ async def _chunks(run: AgentRun, head: dict[str, Any], record: RequestRecord) ->
         return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
     yield chunk({"role": "assistant", "content": ""})
+    streamed = ""  # the answer's text already sent as content
     async for step in run:
         if record.first_token is None:
             record.first_token = time.perf_counter()
-        if isinstance(step, FinalAnswer):
-            yield chunk({"content": step.answer, "agent_step": step.to_dict()})
+        if isinstance(step, AnswerDelta):
+            streamed += step.content
+            yield chunk({"content": step.content})
+        elif isinstance(step, FinalAnswer):
+            yield chunk({"content": _unsent(step.answer, streamed), "agent_step": step.to_dict()})
         else:
             yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
             if isinstance(step, (ApprovalRequired, RunFailed)):
-                yield chunk({"content": _final_text(step)})
+                yield chunk({"content": _unsent(_final_text(step), streamed)})
     yield chunk({}, "stop")
+
+
+def _unsent(text: str, streamed: str) -> str:
+    """What of `text` the client has not been sent yet, after the answer pieces `streamed`."""
+    if text.startswith(streamed):
+        return text[len(streamed):]
+    # Not a continuation (the run stopped mid-answer): it follows as a paragraph of its own.
+    return f"\n\n{text}" if streamed else text
 
 
 def _final_text(step: Step) -> str:

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agentd import tool_use
 from agentd.agents.runtime import AGENT_TYPES, AgentLimits, AgentRuntime
 from agentd.config import Settings, accepted_api_keys, model_specs
 from agentd.deployments import DeploymentService
@@ -39,11 +40,22 @@ from pipelines.registry import ModelRegistry
 from tools.builtin.deployment import DeploymentTools
 from tools.builtin.evaluation import EvaluationTools
 from tools.builtin.jobs import JobTools
+from tools.builtin.workflow import WorkflowTools
 from tools.loading import build_registry
 from tools.mcp_server import streamable_http
 from tools.registry import ToolRegistry
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def agent_brain(settings: Settings, registry: ModelRegistry) -> str:
+    """The served model agents think with: the embedded model comes with its tool-use adapter
+    (offered as a model of its own, loaded on the first agent request) unless that is turned off."""
+    model_id = settings.agent_model or next(iter(registry.specs), "")
+    if model_id == EMBEDDED_MODEL_ID and settings.tool_use_adapter and tool_use.manifest() is not None:
+        registry.add(tool_use.tool_use_spec())
+        return tool_use.TOOL_USE_MODEL_ID
+    return model_id
 
 
 def tools_from_settings(settings: Settings) -> ToolRegistry:
@@ -94,7 +106,11 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     deployment_tools = DeploymentTools(deployments) if "deploy" not in tools else None
     if deployment_tools is not None:
         tools.add(deployment_tools)
-    agents = AgentRuntime(tools, settings.data_dir, registry, settings.agent_model or next(iter(registry.specs), ""),
+    workflow_tools = (WorkflowTools(jobs, deployments)
+                      if "tune_and_evaluate" not in tools and tools.context.file_store is not None else None)
+    if workflow_tools is not None:
+        tools.add(workflow_tools)
+    agents = AgentRuntime(tools, settings.data_dir, registry, agent_brain(settings, registry),
                           AgentLimits(max_steps=settings.agent_max_steps, time_limit_s=settings.agent_time_limit_s))
     mcp_endpoint, mcp_sessions = streamable_http(
         tools, loopback_only=settings.host in LOOPBACK and not settings.api_keys)
@@ -118,7 +134,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         if owns_tools:
             tools.close()
         else:  # a shared tool registry outlives this app's jobs service
-            for toolkit in (job_tools, eval_tools, deployment_tools):
+            for toolkit in (job_tools, eval_tools, deployment_tools, workflow_tools):
                 if toolkit is not None:
                     tools.remove_toolkit(toolkit)
 

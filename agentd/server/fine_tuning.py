@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentd.jobs import FINISHED, Job, JobNotFound
-from agentd.jobs.fine_tune import BASE_LEARNING_RATE, KIND, FineTuneRequestError, checkpoint_model_id
+from agentd.jobs.fine_tune import KIND, FineTuneRequestError, checkpoint_model_id, openai_hyperparameters
 from agentd.server.errors import APIError
 
 
@@ -139,10 +139,8 @@ def _checkpoint_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def job_object(job: Job) -> dict[str, Any]:
     params, result, training = job.params, job.result or {}, job.params["training"]
-    epochs = training["epochs"]
-    hyperparameters = {"n_epochs": int(epochs) if float(epochs).is_integer() else epochs,
-                       "batch_size": training["batch_size"], "learning_rate_multiplier": training["learning_rate"]
-                       / BASE_LEARNING_RATE[training["method"]]}
+    # The numbers training uses, "auto" ones resolved, as OpenAI shows them once the file is validated.
+    hyperparameters = openai_hyperparameters(training)
     eta = job.progress.get("eta_seconds") if job.status == "running" else None
     return {
         "id": job.id, "object": "fine_tuning.job", "created_at": int(job.created_at),
@@ -156,6 +154,8 @@ def job_object(job: Job) -> dict[str, Any]:
         "integrations": [], "metadata": job.metadata or None,
         "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
         "agentd": {"progress": job.progress, "attempts": job.attempts,
+                   # Which of `hyperparameters` were chosen automatically, and from how many examples.
+                   "auto_hyperparameters": params.get("hyperparameters"),
                    "training": {k: v for k, v in training.items()
                                 if k not in ("base_model", "train_files", "validation_files")},
                    **({"result": {k: result[k] for k in ("steps", "final_loss", "valid_loss") if k in result}}

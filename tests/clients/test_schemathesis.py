@@ -45,7 +45,7 @@ def test_the_document_describes_the_server(server, tmp_path):
     config.write_text(CONFIG)
     run = subprocess.run(
         [str(Path(sys.executable).with_name("st")), "--config-file", str(config), "run", f"{server.url}/openapi.json",
-         "--max-examples", "10", "--max-time", "100", "--workers", "2", "--seed", "18", "--request-timeout", "60",
+         "--max-examples", "10", "--max-time", "60", "--workers", "2", "--seed", "18", "--request-timeout", "60",
          "--no-color"],
         capture_output=True, text=True, timeout=400, cwd=tmp_path)  # its .schemathesis/ cache stays out of the repo
     report = run.stdout.replace("\n\n", "\n")

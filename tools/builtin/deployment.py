@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from tools.base import ToolError
+from tools.builtin.model_names import UnknownModel, resolve_if_known, served_by_deployments
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
 
@@ -43,7 +45,7 @@ class DeploymentTools(Toolkit):
         """Deploy (serve) a model so it can be chatted with; the answer gives the model id to use.
 
         Args:
-            model: what to serve: a model id, a fine-tuned model id (ft:...), or a model folder.
+            model: what to serve: a model id (or a name such as smollm2), a fine-tuned model id (ft:...), or a model folder.
             engine: auto picks vLLM on a GPU machine, else the embedded engine; or force embedded / vllm.
             adapters: LoRA adapters to serve on top of it (fine-tune ids ft:... or adapter folders).
             keep_alive: unload it after this long unused, in seconds or like "30s", "5m", "1h" (default: never).
@@ -52,37 +54,27 @@ class DeploymentTools(Toolkit):
         """
         from agentd.deployments import DeploymentError
 
+        if not Path(model).expanduser().is_dir():  # a model folder is the service's to check
+            with contextlib.suppress(UnknownModel):  # the service says what is deployable instead
+                model = resolve_if_known(model, served_by_deployments(self.service))
         try:
             deployment = await self.service.create(model=model, engine=engine, adapters=list(adapters),
                                                    keep_alive=keep_alive)
         except DeploymentError as error:
             raise ToolError(str(error)) from None
         if not wait:
-            return _summary(deployment)
+            return deployment_summary(deployment)
         deployment = await self._follow(deployment, ctx, max_wait_s)
         if deployment.status == "failed":
             raise ToolError(f"deployment {deployment.id} of {model} failed: {deployment.error or 'no error recorded'}")
-        summary = _summary(deployment)
+        summary = deployment_summary(deployment)
         if deployment.status not in _TERMINAL:
             summary["note"] = (f"{deployment.served_id} is still {deployment.status} after waiting {max_wait_s:g} s "
                                "and keeps loading; check it with list_deployments()")
         return summary
 
     async def _follow(self, deployment: Deployment, ctx: ToolContext, max_wait_s: float) -> Deployment:
-        """Reports each event as progress until a terminal status or the wait runs out."""
-        deadline = time.monotonic() + max_wait_s
-
-        async def relay() -> None:
-            async with contextlib.aclosing(self.service.follow(deployment.id)) as events:
-                async for event in events:
-                    ctx.report_progress(deployment_id=deployment.id, event=event.get("type"),
-                                        message=event.get("message", ""))
-
-        try:
-            await asyncio.wait_for(relay(), timeout=max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            pass  # the load goes on; the caller says so
-        return self.service.get(deployment.id)
+        return await follow_deployment(self.service, deployment, ctx, max_wait_s)
 
     @tool
     async def undeploy(self, deployment: str) -> dict:
@@ -97,28 +89,46 @@ class DeploymentTools(Toolkit):
         try:
             for found in live:
                 if deployment in found.adapters:  # the base and its other adapters keep serving
-                    return _summary(await self.service.remove_adapter(found.id, deployment))
+                    return deployment_summary(await self.service.remove_adapter(found.id, deployment))
             for found in live:
                 if deployment in (found.id, found.served_id, found.model):
-                    return _summary(await self.service.delete(found.id))
+                    return deployment_summary(await self.service.delete(found.id))
             if deployment.startswith("dep-"):  # a stopped one, or none: the service says which
-                return _summary(await self.service.delete(deployment))
+                return deployment_summary(await self.service.delete(deployment))
         except DeploymentError as error:
             raise ToolError(str(error)) from None
         names = ", ".join(f"{d.id} ({', '.join([d.served_id, *d.adapters])})" for d in live) or "none"
         raise ToolError(f"no running deployment with id or model {deployment!r}; running: {names}")
 
-    @tool
+    @tool(changing=True)
     def list_deployments(self, include_stopped: bool = False) -> list[dict]:
         """List deployed (served) models: id, model id to chat with, engine, status, memory, error.
 
         Args:
             include_stopped: also list deployments that were undeployed or expired.
         """
-        return [_summary(d) for d in self.service.list(include_stopped=include_stopped)]
+        return [deployment_summary(d) for d in self.service.list(include_stopped=include_stopped)]
 
 
-def _summary(deployment: Deployment) -> dict[str, Any]:
+async def follow_deployment(service: DeploymentService, deployment: Deployment, ctx: ToolContext,
+                            max_wait_s: float, **extra: Any) -> Deployment:
+    """Reports each event as progress (with `extra`) until a terminal status or the wait runs out."""
+    deadline = time.monotonic() + max_wait_s
+
+    async def relay() -> None:
+        async with contextlib.aclosing(service.follow(deployment.id)) as events:
+            async for event in events:
+                ctx.report_progress(**extra, deployment_id=deployment.id, event=event.get("type"),
+                                    message=event.get("message", ""))
+
+    try:
+        await asyncio.wait_for(relay(), timeout=max(0.0, deadline - time.monotonic()))
+    except TimeoutError:
+        pass  # the load goes on; the caller says so
+    return service.get(deployment.id)
+
+
+def deployment_summary(deployment: Deployment) -> dict[str, Any]:
     """What an agent needs: the model id to chat with first, then the state."""
     summary: dict[str, Any] = {"deployment_id": deployment.id, "model": deployment.served_id,
                                "engine": deployment.engine, "status": deployment.status}

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from agentd.jobs.evaluate import EvaluationRequestError, format_metric, leaderboard_of, results_path, task_result
 from tools.base import ToolError
+from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
 
@@ -45,14 +46,14 @@ class EvaluationTools(Toolkit):
         """Evaluate a served model on benchmark tasks; each score comes with its standard error.
 
         Args:
-            model: the id of a served model (a fine-tune `ft:...` or an agent model too).
+            model: a served model: its id (a fine-tune `ft:...` or an agent model too) or a name such as smollm2 or "base".
             tasks: built-in task names (arc_easy, arc_challenge, hellaswag, piqa, boolq, sciq, mmlu, ...) or task files.
             limit: score only the first N samples of each task (faster, wider error bars).
             num_fewshot: examples shown before each question (default: the task's own).
             wait: wait for the run to end, reporting progress; false returns the job id at once.
             max_wait_s: the longest to wait before returning (the run keeps going).
         """
-        job = await self._create([model], tasks, limit, num_fewshot)
+        job = await self._create([self._resolve(model)], tasks, limit, num_fewshot)
         if not wait:
             return _summary(job)
         job = await self._follow(job, ctx, max_wait_s)
@@ -71,52 +72,74 @@ class EvaluationTools(Toolkit):
             limit: score only the first N samples of each task.
             max_wait_s: the longest to wait before returning (the run keeps going).
         """
-        from evaluation.reports import compare
-
+        model_a, model_b = self._resolve(model_a), self._resolve(model_b)
         if model_a == model_b:
-            raise ToolError("model_a and model_b are the same model; name two different ones")
+            raise ToolError(f"model_a and model_b are the same model ({model_a}); name two different ones")
         job = await self._create([model_a, model_b], tasks, limit, None)
         job = await self._follow(job, ctx, max_wait_s)
         if job.status != "succeeded":
             return _summary(job, max_wait_s)
-        results = [task_result(entry) for entry in job.result["results"]]
         ids = [target["id"] for target in job.params["models"]]
-        by_key = {(result.model, result.task): result for result in results}
-        comparisons = []
-        for task in dict.fromkeys(result.task for result in results):
-            first, second = by_key.get((ids[0], task)), by_key.get((ids[1], task))
-            if first is not None and second is not None:
-                comparisons.append(_comparison(compare(first, second)))
+        comparisons = [_comparison(comparison, ids) for comparison in compare_pairs(job)]
         return {"job_id": job.id, "model_a": ids[0], "model_b": ids[1], "comparisons": comparisons}
 
-    @tool
+    @tool(changing=True)
     async def leaderboard(self) -> str:
         """Every model × task evaluated here so far, best first, as a markdown table."""
         board = await asyncio.to_thread(leaderboard_of, results_path(self.service.data_dir))
         return board.markdown() if board is not None else "Nothing has been evaluated yet."
 
+    def _resolve(self, model: str) -> str:
+        return resolve_if_known(model, served_by_jobs(self.service))
+
     async def _create(self, models: list[str], tasks: list[str], limit: int | None, num_fewshot: int | None) -> Job:
-        config = {key: value for key, value in (("limit", limit), ("num_fewshot", num_fewshot)) if value is not None}
-        try:
-            return await self.service.create_evaluation(models=models, tasks=tasks, config=config)
-        except EvaluationRequestError as error:
-            raise ToolError(f"{error.param}: {error}" if error.param else str(error)) from None
+        return await start_evaluation(self.service, models, tasks, limit, num_fewshot)
 
     async def _follow(self, job: Job, ctx: ToolContext, max_wait_s: float) -> Job:
-        deadline = time.monotonic() + max_wait_s
-        last = None
-        while True:
-            job = self.service.get(job.id)
-            progress = {key: job.progress.get(key) for key in ("done", "total", "model", "task")}
-            if job.progress and progress != last:
-                last = progress
-                ctx.report_progress(job_id=job.id, **progress)
-            if job.finished or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(self.poll_s)
+        job = await follow_evaluation(self.service, job, ctx, time.monotonic() + max_wait_s, self.poll_s)
         if job.status == "failed":
             raise ToolError(f"evaluation job {job.id} failed: {(job.error or {}).get('message')}")
         return job
+
+
+async def start_evaluation(service: JobService, models: list[str], tasks: list[str], limit: int | None = None,
+                           num_fewshot: int | None = None) -> Job:
+    """A queued evaluation job of every model on every task; ToolError naming what is wrong."""
+    config = {key: value for key, value in (("limit", limit), ("num_fewshot", num_fewshot)) if value is not None}
+    try:
+        return await service.create_evaluation(models=models, tasks=tasks, config=config)
+    except EvaluationRequestError as error:
+        raise ToolError(f"{error.param}: {error}" if error.param else str(error)) from None
+
+
+async def follow_evaluation(service: JobService, job: Job, ctx: ToolContext, deadline: float, poll_s: float,
+                            **extra: Any) -> Job:
+    """The job once it ends or `deadline` (monotonic) passes, reporting samples done (with `extra`)."""
+    last = None
+    while True:
+        job = service.get(job.id)
+        progress = {key: job.progress.get(key) for key in ("done", "total", "model", "task")}
+        if job.progress and progress != last:
+            last = progress
+            ctx.report_progress(**extra, job_id=job.id, **progress)
+        if job.finished or time.monotonic() > deadline:
+            return job
+        await asyncio.sleep(poll_s)
+
+
+def compare_pairs(job: Job) -> list[Any]:
+    """`reports.compare` of the job's second model against its first, per task both finished."""
+    from evaluation.reports import compare
+
+    results = [task_result(entry) for entry in job.result["results"]]
+    ids = [target["id"] for target in job.params["models"]]
+    by_key = {(result.model, result.task): result for result in results}
+    comparisons = []
+    for task in dict.fromkeys(result.task for result in results):
+        first, second = by_key.get((ids[0], task)), by_key.get((ids[1], task))
+        if first is not None and second is not None:
+            comparisons.append(compare(first, second))
+    return comparisons
 
 
 def _summary(job: Job, max_wait_s: float | None = None) -> dict[str, Any]:
@@ -136,12 +159,20 @@ def _summary(job: Job, max_wait_s: float | None = None) -> dict[str, Any]:
     return summary
 
 
-def _comparison(comparison: Any) -> dict[str, Any]:
-    """A Comparison as plain JSON, whatever its exact fields (reports.compare owns them)."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(comparison):
-        return dataclasses.asdict(comparison)
-    if hasattr(comparison, "json"):
-        return comparison.json()
-    return dict(comparison)
+def _comparison(comparison: Any, ids: list[str]) -> dict[str, Any]:
+    """One task's comparison as an agent reads it: the headline metric (the first difference beyond
+    noise, else the first metric), both scores, and which model is ahead, by id."""
+    deltas = comparison.deltas
+    if not deltas:
+        return {"task": comparison.task, "note": comparison.note}
+    headline = next((d for d in deltas if d.within_noise is False), deltas[0])
+    if headline.better is not None:
+        better = ids[0] if headline.better == "a" else ids[1]
+    else:  # within noise (or no error bars): still say which scored higher, and that it may be noise
+        better = None if headline.a == headline.b else (ids[1] if headline.b > headline.a else ids[0])
+    row = {"task": comparison.task, "metric": headline.metric, "a": round(headline.a, 4), "b": round(headline.b, 4),
+           "difference": round(headline.b - headline.a, 4), "better": better,
+           "significant": headline.within_noise is False}
+    if comparison.note:
+        row["note"] = comparison.note
+    return row

@@ -15,15 +15,22 @@ from pydantic import Field
 
 from agentd.jobs import JobNotFound
 from tools.base import ToolError
+from tools.builtin.data_files import training_file_id
+from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
 
 if TYPE_CHECKING:
+    from agentd.jobs import Job
     from agentd.jobs.service import JobService
 
 MAX_WAIT_S = 12 * 3600
 # The tool's own limit covers the longest wait plus checking the file before it.
 _TIMEOUT_S = MAX_WAIT_S + 600
+# "auto": chosen by the jobs service from the data set's size, as OpenAI does.
+Epochs = Annotated[float, Field(gt=0, le=100)] | Literal["auto"]
+BatchSize = Annotated[int, Field(ge=1, le=1024)] | Literal["auto"]
+_STEP_KEYS = ("step", "total_steps", "loss", "eta_seconds")
 
 
 class JobTools(Toolkit):
@@ -35,51 +42,37 @@ class JobTools(Toolkit):
     @tool(long_running=True, timeout=_TIMEOUT_S)
     async def finetune(self, model: str, training_file: str, ctx: ToolContext,
                        method: Literal["lora", "qlora", "full"] = "lora",
-                       epochs: Annotated[float, Field(gt=0, le=100)] = 3.0,
+                       epochs: Epochs = "auto",
                        max_steps: Annotated[int | None, Field(ge=1)] = None,
                        learning_rate: Annotated[float | None, Field(gt=0, lt=1)] = None,
                        wait: bool = True,
-                       max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 1800.0) -> dict:
-        """Fine-tune a served model on an uploaded JSONL file; the result is a new model id to chat with.
+                       max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 1800.0,
+                       batch_size: BatchSize = "auto") -> dict:
+        """Fine-tune a served model on a JSONL file; the result is a new model id to chat with.
 
         Args:
-            model: the id of the served model to start from.
-            training_file: the file id (file-...) of the training data (chat messages, ShareGPT, Alpaca or text JSONL).
+            model: the served model to start from (its id, or a name such as smollm2 or "base").
+            training_file: the training data (chat messages, ShareGPT, Alpaca or text JSONL): a file id (file-...) or a JSONL path.
             method: lora (small adapter, fast), qlora (4-bit, needs a GPU) or full (every weight).
-            epochs: passes over the data.
+            epochs: passes over the data, or auto (chosen from the data set's size).
             max_steps: stop after this many optimizer steps (overrides epochs).
             learning_rate: the peak learning rate (default depends on the method).
             wait: wait for the job to end, reporting progress; false returns the job id at once.
             max_wait_s: the longest to wait before returning (the job keeps running).
+            batch_size: examples per optimizer step, or auto (chosen from the data set's size).
         """
-        from agentd.jobs.fine_tune import FineTuneRequestError
-
         deadline = time.monotonic() + max_wait_s
-        hyperparameters: dict[str, Any] = {"method": method, "n_epochs": epochs}
+        model = resolve_if_known(model, served_by_jobs(self.service))
+        file_id = await asyncio.to_thread(training_file_id, training_file, self.service.file_store)
+        hyperparameters: dict[str, Any] = {"method": method, "n_epochs": epochs, "batch_size": batch_size}
         if max_steps:
             hyperparameters["max_steps"] = max_steps
         if learning_rate:
             hyperparameters["learning_rate"] = learning_rate
-        try:
-            job = await self.service.create_fine_tune(model=model, training_file=training_file,
-                                                      hyperparameters=hyperparameters)
-        except FineTuneRequestError as error:
-            raise ToolError(str(error)) from None
-        job = await self.service.validated(job.id)
+        job = await start_fine_tune(self.service, model, file_id, hyperparameters)
         if not wait:
             return _summary(job)
-        last_step = None
-        while True:
-            job = self.service.get(job.id)
-            step = job.progress.get("step")
-            if step is not None and step != last_step:
-                last_step = step
-                ctx.report_progress(job_id=job.id, **{k: job.progress[k] for k in
-                                                      ("step", "total_steps", "loss", "eta_seconds")
-                                                      if k in job.progress})
-            if job.finished or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(self.poll_s)
+        job = await follow_fine_tune(self.service, job, ctx, deadline, self.poll_s)
         if job.status == "failed":
             raise ToolError(f"fine-tuning job {job.id} failed: {(job.error or {}).get('message')}")
         summary = _summary(job)
@@ -88,7 +81,7 @@ class JobTools(Toolkit):
                                f"follow it with job_status(job_id=\"{job.id}\")")
         return summary
 
-    @tool
+    @tool(changing=True)
     def list_jobs(self, status: Literal["validating_files", "queued", "running", "succeeded", "failed",
                                         "cancelled"] | None = None,
                   limit: Annotated[int, Field(ge=1, le=100)] = 10) -> list[dict]:
@@ -100,7 +93,7 @@ class JobTools(Toolkit):
         """
         return [_summary(job) for job in self.service.list(statuses=(status,) if status else (), limit=limit)]
 
-    @tool
+    @tool(changing=True)
     def job_status(self, job_id: str) -> dict:
         """The status, progress, result or error of one job.
 
@@ -111,6 +104,34 @@ class JobTools(Toolkit):
             return _summary(self.service.get(job_id))
         except JobNotFound as error:
             raise ToolError(str(error)) from None
+
+
+async def start_fine_tune(service: JobService, model: str, training_file: str,
+                          hyperparameters: dict[str, Any]) -> Job:
+    """A fine-tune job whose files are checked (queued, or failed saying why); ToolError for a bad request."""
+    from agentd.jobs.fine_tune import FineTuneRequestError
+
+    try:
+        job = await service.create_fine_tune(model=model, training_file=training_file,
+                                             hyperparameters=hyperparameters)
+    except FineTuneRequestError as error:
+        raise ToolError(str(error)) from None
+    return await service.validated(job.id)
+
+
+async def follow_fine_tune(service: JobService, job: Job, ctx: ToolContext, deadline: float, poll_s: float,
+                           **extra: Any) -> Job:
+    """The job once it ends or `deadline` (monotonic) passes, reporting each new step (with `extra`)."""
+    last_step = None
+    while True:
+        job = service.get(job.id)
+        step = job.progress.get("step")
+        if step is not None and step != last_step:
+            last_step = step
+            ctx.report_progress(**extra, job_id=job.id, **{k: job.progress[k] for k in _STEP_KEYS if k in job.progress})
+        if job.finished or time.monotonic() > deadline:
+            return job
+        await asyncio.sleep(poll_s)
 
 
 def _summary(job) -> dict:

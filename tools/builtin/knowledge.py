@@ -49,7 +49,7 @@ class KnowledgeTools(Toolkit):
             raise ToolError(str(error)) from None
         return {"source": added.source, "title": added.title, "chunks": added.chunks}
 
-    @tool
+    @tool(changing=True)
     def knowledge_documents(self) -> list[dict]:
         """List the documents in the knowledge base."""
         return [{"source": d.source, "title": d.title, "chunks": d.chunks} for d in self.knowledge_base.documents()]

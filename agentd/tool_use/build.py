@@ -1,0 +1,96 @@
+"""Rebuild the shipped tool-use adapter with agentd's own training pipeline:
+
+    .venv/bin/python -m agentd.tool_use.build [--episodes 350] [--seed 0] [--out agentd/tool_use/adapter]
+
+Generates the synthetic runs (agentd.tool_use.data), trains a LoRA on the embedded model
+(r=16 on every linear layer, lr 1e-3, batch 8 as 2 × 4 — a batch of 8 rows of 768 tokens takes
+over 20 GB in float32 —, one pass: the recipe MEASURED.md found to fix tool choice), stores the weights as fp16 (half the size; the engine merges them in its own dtype) and
+writes `manifest.json`: the tools it knows, the data, the seed, the time it took. Seeded: the same
+seed on the same versions gives the same data and the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from agentd.tool_use import ADAPTER_DIR
+from agentd.tool_use.data import server_tools, training_rows, write_rows
+from pipelines.embedded import EMBEDDED_MODEL_ID, embedded_model_folder
+from training import TrainingConfig, train
+from training.trainer import Callbacks
+
+
+class _Print(Callbacks):
+    def on_message(self, text: str) -> None:
+        print(text, flush=True)
+
+    def on_step(self, report: dict) -> None:
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()), flush=True)
+
+
+def build(episodes: int, seed: int, out: Path, data_dir: Path, max_steps: int | None = None) -> dict:
+    started = time.perf_counter()
+    tools = server_tools()
+    rows = training_rows(episodes, seed, tools)
+    work = Path(tempfile.mkdtemp(prefix="agentd-tool-use-build-"))
+    data = write_rows(rows, work / "train.jsonl")
+    config = TrainingConfig(base_model=embedded_model_folder(data_dir), train_files=[data], output_dir=work / "run",
+                            method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.05, epochs=1.0,
+                            max_steps=max_steps, batch_size=4, gradient_accumulation_steps=2, learning_rate=1e-3, warmup_ratio=0.05,
+                            seq_len=768, packing=False, seed=seed, bf16=False, checkpoint_every=10_000)
+    result = train(config, _Print())
+    out.mkdir(parents=True, exist_ok=True)
+    _store_fp16(result.final_dir, out)
+    manifest = {
+        "base_model": EMBEDDED_MODEL_ID,
+        "tools": sorted(t["function"]["name"] for t in tools),
+        "episodes": episodes, "rows": len(rows), "seed": seed,
+        "kinds": dict(sorted(collections.Counter(row["kind"] for row in rows).items())),
+        "training": {"method": "lora", "r": 16, "alpha": 32, "target": "all-linear", "learning_rate": 1e-3,
+                     "batch_size": 8, "steps": result.steps, "trained_tokens": result.trained_tokens,
+                     "final_loss": result.final_loss},
+        "seconds": round(time.perf_counter() - started), "machine": f"{platform.machine()}, "
+                                                                    f"{_cpus()} CPUs",
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return manifest
+
+
+def _store_fp16(trained: Path, out: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {name: tensor.half().contiguous() for name, tensor in load_file(trained / "adapter_model.safetensors").items()}
+    save_file(tensors, out / "adapter_model.safetensors")
+    config = json.loads((trained / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = EMBEDDED_MODEL_ID  # not this machine's cache path
+    (out / "adapter_config.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--episodes", type=int, default=350)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=None, help="stop early (a quick check of the pipeline)")
+    parser.add_argument("--out", type=Path, default=ADAPTER_DIR)
+    parser.add_argument("--data-dir", type=Path, default=Path(".agentd"), help="where the embedded model is cached")
+    args = parser.parse_args()
+    manifest = build(args.episodes, args.seed, args.out, args.data_dir, args.max_steps)
+    print(json.dumps({k: v for k, v in manifest.items() if k != "tools"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

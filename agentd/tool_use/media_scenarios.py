@@ -1,0 +1,176 @@
+"""Episodes with pictures (the OpenCV tools, text_to_image), requests that need no tool, and tools
+the adapter never saw (described in the prompt), so it still reads a description when it must."""
+
+from __future__ import annotations
+
+import random
+
+from agentd.tool_use.scenarios import Call, Episode, file_id, obs, pick
+
+
+def _picture(rng: random.Random) -> tuple[str, str]:
+    """A picture the user sent (as the server shows it to the agent) and its id."""
+    fid = file_id(rng)
+    return pick(rng, f"[image {fid}]", f"the photo {fid}", f"picture {fid}", f"my image {fid}"), fid
+
+
+def _made(rng: random.Random, width: int, height: int, mime: str = "image/png") -> tuple[str, str]:
+    fid = file_id(rng)
+    return fid, f"[image {fid}: {mime} {width}x{height}, {rng.randint(300, 90000)} bytes]"
+
+
+def vision(rng: random.Random) -> Episode:
+    said, fid = _picture(rng)
+    w, h = rng.choice([(640, 480), (1024, 768), (800, 600), (320, 240), (1920, 1080)])
+    kind = rng.choice(["stats", "resize", "rotate", "crop", "convert", "gray", "edges", "faces"])
+    if kind == "stats":
+        text = pick(rng, f"How big is {said}?", f"Tell me the dimensions and brightness of {said}.",
+                    f"what resolution is {said}", f"Describe the size and colours of {said}.")
+        mean = round(rng.uniform(40, 200), 3)
+        result = obs({"width": w, "height": h, "mode": "RGB", "format": "image/png", "pixels": w * h,
+                      "channels": {c: {"mean": mean, "std": 50.1, "min": 0, "max": 255} for c in "RGB"}})
+        return Episode("image_stats", text, [Call("image_stats", {"image": fid}, result, "Measure the picture.")],
+                       f"The picture is {w}x{h} pixels, mean brightness about {mean:.0f}.")
+    if kind == "resize":
+        width = rng.choice([100, 200, 256, 300, 512, 800])
+        text = pick(rng, f"Shrink {said} to {width} pixels wide.", f"make {said} {width}px across",
+                    f"Scale {said} down to a width of {width}.", f"resize {said}: width {width}")
+        made, result = _made(rng, width, round(h * width / w))
+        call = Call("resize_image", {"image": fid, "width": width}, result, "Resize the picture.")
+        return Episode("resize_image", text, [call], f"Here it is at {width} pixels wide: {made}.")
+    if kind == "rotate":
+        degrees, words = rng.choice([(90, "a quarter turn to the left"), (-90, "90 degrees clockwise"),
+                                     (180, "upside down"), (45, "45 degrees counter-clockwise"), (-30, "30° clockwise")])
+        text = pick(rng, f"Turn {said} {words}.", f"rotate {said} {words}", f"Can you spin {said} {words}?")
+        made, result = _made(rng, h if abs(degrees) == 90 else w, w if abs(degrees) == 90 else h)
+        return Episode("rotate_image", text, [Call("rotate_image", {"image": fid, "degrees": degrees}, result,
+                                                   "Rotate the picture.")], f"Rotated {words}: {made}.")
+    if kind == "crop":
+        x, y, cw, ch = rng.randint(0, 100), rng.randint(0, 100), rng.randint(50, 300), rng.randint(50, 300)
+        text = pick(rng, f"Cut out the region x={x}, y={y}, {cw} wide and {ch} high from {said}.",
+                    f"crop {said} to a {cw}x{ch} box starting at ({x}, {y})")
+        made, result = _made(rng, cw, ch)
+        return Episode("crop_image", text, [Call("crop_image", {"image": fid, "x": x, "y": y, "width": cw,
+                                                                "height": ch}, result, "Crop it.")],
+                       f"Cropped: {made}.")
+    if kind == "convert":
+        fmt = rng.choice(["jpeg", "webp", "bmp", "png"])
+        text = pick(rng, f"Save {said} as a {fmt.upper()} file.", f"convert {said} to {fmt}",
+                    f"I need {said} in {fmt} format.")
+        made, result = _made(rng, w, h, f"image/{fmt}")
+        return Episode("convert_image", text, [Call("convert_image", {"image": fid, "format": fmt}, result,
+                                                    "Convert the format.")], f"Converted to {fmt}: {made}.")
+    if kind == "gray":
+        text = pick(rng, f"Make {said} black and white.", f"turn {said} grayscale", f"Remove the colour from {said}.")
+        made, result = _made(rng, w, h)
+        return Episode("convert_image", text, [Call("convert_image", {"image": fid, "grayscale": True}, result,
+                                                    "Convert to grayscale.")], f"Black and white version: {made}.")
+    if kind == "edges":
+        text = pick(rng, f"Show me the outlines in {said}.", f"edge-detect {said}", f"Trace the contours of {said}.")
+        made, image = _made(rng, w, h)
+        fraction = round(rng.uniform(0.01, 0.2), 4)
+        result = obs({"edge_fraction": fraction, "width": w, "height": h}) + "\n" + image
+        return Episode("detect_edges", text, [Call("detect_edges", {"image": fid}, result, "Detect edges.")],
+                       f"The edges ({fraction:.1%} of the pixels): {made}.")
+    count = rng.randint(0, 4)
+    boxes = [{"x": rng.randint(0, w - 120), "y": rng.randint(0, h - 120), "width": 100, "height": 100}
+             for _ in range(count)]
+    text = pick(rng, f"How many people are in {said}?", f"Find the faces in {said}.", f"count faces: {said}",
+                f"Is anyone's face visible in {said}?")
+    made, image = _made(rng, w, h)
+    result = obs({"faces": count, "boxes": boxes, "image": {"width": w, "height": h}}) + "\n" + image
+    return Episode("detect_faces", text, [Call("detect_faces", {"image": fid}, result, "Detect faces.")],
+                   f"I found {count} face{'s' if count != 1 else ''}; the framed copy: {made}.")
+
+
+def faces_then_crop(rng: random.Random) -> Episode:
+    said, fid = _picture(rng)
+    box = {"x": rng.randint(10, 300), "y": rng.randint(10, 200), "width": rng.randint(60, 160), "height": 0}
+    box["height"] = box["width"]
+    made, image = _made(rng, 640, 480)
+    found = obs({"faces": 1, "boxes": [box], "image": {"width": 640, "height": 480}}) + "\n" + image
+    text = pick(rng, f"Find the face in {said} and cut it out.", f"crop {said} to just the person's face")
+    crop, cropped = _made(rng, box["width"], box["height"])
+    calls = [Call("detect_faces", {"image": fid}, found, "Find the face first."),
+             Call("crop_image", {"image": fid, **box}, cropped, "Crop to the face box.")]
+    return Episode("faces_crop", text, calls, f"Here is the face: {crop}.", plannable=False)
+
+
+PICTURES = ["a lighthouse at dusk", "a red bicycle leaning on a wall", "a cat wearing sunglasses", "a snowy forest",
+            "an astronaut riding a horse", "a bowl of ramen", "a watercolour of a harbour", "a robot reading a book"]
+
+
+def text_to_image(rng: random.Random) -> Episode:
+    subject = rng.choice(PICTURES)
+    text = pick(rng, f"Draw {subject}.", f"Generate a picture of {subject}", f"can you paint {subject}?",
+                f"Make me an image: {subject}.", f"I'd like an illustration of {subject}.")
+    made, result = _made(rng, 512, 512)
+    return Episode("text_to_image", text, [Call("text_to_image", {"prompt": subject}, result, "Draw it.")],
+                   f"Here is {subject}: {made}.")
+
+
+def draw_then_rotate(rng: random.Random) -> Episode:
+    subject = rng.choice(PICTURES)
+    made, result = _made(rng, 512, 512)
+    turned, turned_result = _made(rng, 512, 512)
+    text = pick(rng, f"Paint {subject}, then turn it upside down.", f"generate {subject} and rotate it 180 degrees")
+    calls = [Call("text_to_image", {"prompt": subject}, result, "Draw it first."),
+             Call("rotate_image", {"image": made, "degrees": 180}, turned_result, "Rotate the new picture.",
+                  {"image": "#E1", "degrees": 180})]
+    return Episode("draw_rotate", text, calls, f"Here it is, upside down: {turned}.")
+
+
+def no_tool(rng: random.Random) -> Episode:
+    text, answer = rng.choice([
+        ("hello!", "Hello! I can fine-tune, evaluate and deploy models, do arithmetic, run Python, search your "
+                   "documents and work with pictures. What would you like to do?"),
+        ("What can you do?", "I can fine-tune and evaluate models, deploy them, run Python, calculate, search your "
+                             "documents, edit and generate pictures."),
+        ("thanks, that's all", "You're welcome!"),
+        ("Who are you?", "I am agentd's assistant: I plan and call tools to train, evaluate and deploy models."),
+        ("good morning", "Good morning! How can I help?"),
+        ("ok great", "Glad it helped. Anything else?"),
+        ("Say hi in French.", "Bonjour !"),
+        ("What is the capital of France?", "Paris."),
+    ])
+    return Episode("no_tool", text, [], answer, plannable=False)
+
+
+CUSTOM_TOOLS = {
+    "get_weather": ("Current weather for a city.", {"city": {"type": "string"}}),
+    "convert_currency": ("Convert an amount between currencies.", {
+        "amount": {"type": "number"}, "from_currency": {"type": "string"}, "to_currency": {"type": "string"}}),
+    "lookup_order": ("Look up a shop order by its number.", {"order_id": {"type": "string"}}),
+    "translate": ("Translate text into another language.", {"text": {"type": "string"},
+                                                            "target_language": {"type": "string"}}),
+}
+
+
+def _definition(name: str) -> dict:
+    description, properties = CUSTOM_TOOLS[name]
+    return {"type": "function", "function": {"name": name, "description": description, "parameters": {
+        "type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}}}
+
+
+def custom_tool(rng: random.Random) -> Episode:
+    name = rng.choice(list(CUSTOM_TOOLS))
+    if name == "get_weather":
+        city = rng.choice(["Oslo", "Lima", "Nairobi", "Osaka", "Porto"])
+        text, arguments = pick(rng, f"Is it raining in {city}?", f"weather in {city} now?"), {"city": city}
+        result, answer = obs({"city": city, "temp_c": 14, "sky": "light rain"}), f"{city}: 14 °C, light rain."
+    elif name == "convert_currency":
+        amount = rng.randint(5, 900)
+        text = pick(rng, f"How many yen is {amount} euros?", f"convert {amount} EUR to JPY")
+        arguments = {"amount": amount, "from_currency": "EUR", "to_currency": "JPY"}
+        result, answer = obs({"amount": amount * 162}), f"{amount} EUR is about {amount * 162} JPY."
+    elif name == "lookup_order":
+        order = f"A{rng.randint(1000, 9999)}"
+        text, arguments = pick(rng, f"Where is my order {order}?", f"status of order {order}"), {"order_id": order}
+        result, answer = obs({"order_id": order, "status": "shipped"}), f"Order {order} has shipped."
+    else:
+        phrase = rng.choice(["good night", "where is the station", "thank you very much"])
+        text = pick(rng, f"Translate '{phrase}' into Spanish.", f"how do you say '{phrase}' in Spanish")
+        arguments = {"text": phrase, "target_language": "Spanish"}
+        result, answer = obs({"translation": "(translated)"}), "In Spanish: (translated)"
+    return Episode("custom_tool", text, [Call(name, arguments, result, f"Use {name}.")], answer,
+                   extra_tools=[_definition(name)])

@@ -1,0 +1,257 @@
+"""Synthetic agent episodes: a user request, the calls that answer it, what each call returned, and
+the answer that quotes it. Wordings, values and observation shapes are varied on purpose: the
+adapter must learn the choice of tool and the reading of results, not a phrase.
+
+Observations copy the real tools' shapes (a calculator number, python's `["stdout:\\n…"]`, a
+search hit list, a job summary dict, `[image file-…: …]` for a picture made). The wordings here
+never reuse the benchmark's (benchmarks/agent_tasks/tasks.jsonl): a test checks it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+
+
+@dataclass
+class Call:
+    tool: str
+    arguments: dict[str, Any]
+    observation: str
+    thought: str
+    # The arguments as a ReWOO plan writes them, before any tool runs ("#E1", "#E1.fine_tuned_model").
+    planned: dict[str, Any] | None = None
+
+
+@dataclass
+class Episode:
+    kind: str
+    request: str
+    calls: list[Call]
+    answer: str
+    # An earlier exchange in the same thread, whose results this request builds on.
+    before: Episode | None = None
+    # ReWOO can write this plan (all calls known up front, references only to whole results or fields).
+    plannable: bool = True
+    extra_tools: list[dict[str, Any]] = field(default_factory=list)
+
+
+def hexid(rng: random.Random, n: int = 24) -> str:
+    return "".join(rng.choice("0123456789abcdef") for _ in range(n))
+
+
+def file_id(rng: random.Random) -> str:
+    return f"file-{hexid(rng)}"
+
+
+def pick(rng: random.Random, *options: str) -> str:
+    return rng.choice(options)
+
+
+def obs(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+# --- arithmetic -------------------------------------------------------------------------------
+
+def _number(rng: random.Random) -> int:
+    return rng.choice([rng.randint(2, 99), rng.randint(100, 999), rng.randint(1000, 9999)])
+
+
+def _calculated(expression: str) -> str:
+    """What the calculator tool itself returns for `expression` (its observation text)."""
+    from tools.builtin.calculator import evaluate
+
+    return json.dumps(evaluate(expression))
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+def arithmetic(rng: random.Random) -> Episode:
+    a, b = _number(rng), _number(rng)
+    kind = rng.choice(["mul", "add", "sub", "div", "pct", "pow", "sqrt", "fact", "mixed"])
+    if kind == "mul":
+        text = pick(rng, f"Please multiply {a} by {b}", f"{a} times {b}?", f"how much is {a} x {b}",
+                    f"I need the product of {a} and {b}.", f"calc {a}*{b}", f"What do you get if you multiply {a} and {b}?")
+        expression, value = f"{a} * {b}", a * b
+    elif kind == "add":
+        text = pick(rng, f"add {a} to {b}", f"Sum up {a} and {b} for me.", f"{a} plus {b} equals?",
+                    f"What's the total of {a} and {b}?", f"I spent {a} and then {b}; how much altogether?")
+        expression, value = f"{a} + {b}", a + b
+    elif kind == "sub":
+        a, b = max(a, b), min(a, b)
+        text = pick(rng, f"Subtract {b} from {a}.", f"{a} take away {b}", f"what's left if I remove {b} from {a}?",
+                    f"difference between {a} and {b}?", f"How much is {a} less {b}?")
+        expression, value = f"{a} - {b}", a - b
+    elif kind == "div":
+        b = rng.randint(2, 40)
+        a = b * rng.randint(2, 250)
+        text = pick(rng, f"Divide {a} by {b}.", f"{a} split into {b} equal parts is how much each?",
+                    f"how many times does {b} go into {a}", f"{a} over {b}?", f"Share {a} between {b} people evenly.")
+        expression, value = f"{a} / {b}", a / b
+    elif kind == "pct":
+        p = rng.choice([5, 8, 10, 12.5, 15, 20, 25, 30, 40, 75])
+        text = pick(rng, f"Work out {_fmt(p)} percent of {a}.", f"{_fmt(p)}% of {a} is?",
+                    f"A {_fmt(p)}% tip on a bill of {a}: how much is the tip?", f"take {_fmt(p)} per cent of {a}")
+        expression, value = f"{a} * {_fmt(p)} / 100", a * p / 100
+    elif kind == "pow":
+        base, exp = rng.randint(2, 15), rng.randint(2, 6)
+        text = pick(rng, f"Raise {base} to the {exp}th power.", f"{base}^{exp}?", f"What's {base} to the power {exp}",
+                    f"{base} multiplied by itself {exp} times", f"work out {base}**{exp} for me")
+        expression, value = f"{base} ^ {exp}", base ** exp
+    elif kind == "sqrt":
+        root = rng.randint(4, 120)
+        text = pick(rng, f"Find the square root of {root * root}.", f"sqrt of {root * root}?",
+                    f"Which number squared gives {root * root}?", f"root of {root * root} please")
+        expression, value = f"sqrt({root * root})", root
+    elif kind == "fact":
+        n = rng.randint(3, 12)
+        text = pick(rng, f"Factorial of {n}?", f"{n}! = ?", f"What is the factorial of {n}", f"{n} factorial, please")
+        expression, value = f"factorial({n})", 1
+        for i in range(2, n + 1):
+            value *= i
+    else:
+        c = rng.randint(2, 30)
+        text = pick(rng, f"First add {a} and {b}, then multiply the sum by {c}.", f"({a} + {b}) * {c} = ?",
+                    f"Take {a} plus {b} and times it by {c}.", f"What is {c} times the sum of {a} and {b}?")
+        expression, value = f"({a} + {b}) * {c}", (a + b) * c
+    result = _calculated(expression)
+    thought = pick(rng, "Arithmetic: use the calculator.", "Compute it with the calculator.", "This needs the calculator.")
+    answer = pick(rng, f"{expression} = {result}", f"The answer is {result}.", f"It comes to {result}.",
+                  f"{result} ({expression}).")
+    return Episode("calculator", text, [Call("calculator", {"expression": expression}, result, thought)],
+                   answer)
+
+
+def two_calculations(rng: random.Random) -> Episode:
+    a, b, c = _number(rng), _number(rng), rng.randint(2, 50)
+    first = a * b
+    op, word = rng.choice([("+", "add"), ("-", "subtract"), ("*", "multiply by"), ("/", "divide by")])
+    second = {"+": first + c, "-": first - c, "*": first * c, "/": first / c}[op]
+    text = pick(rng, f"Multiply {a} by {b}, and then {word} {c}.",
+                f"Work out {a} x {b}; after that {word} {c} using that result.",
+                f"take the product of {a} and {b} and {word} {c}")
+    calls = [Call("calculator", {"expression": f"{a} * {b}"}, _calculated(f"{a} * {b}"), "First the product.",
+                  {"expression": f"{a} * {b}"}),
+             Call("calculator", {"expression": f"{_fmt(first)} {op} {c}"}, _calculated(f"{_fmt(first)} {op} {c}"),
+                  f"Now {word} {c} using {_fmt(first)}.", {"expression": f"#E1 {op} {c}"})]
+    return Episode("calculator_chain", text, calls, f"{a} * {b} = {_fmt(first)}, and {_fmt(first)} {op} {c} = {_fmt(second)}.")
+
+
+# --- python -----------------------------------------------------------------------------------
+
+WORDS = ["lantern", "orbit", "pepper", "galaxy", "marble", "tundra", "violin", "harbor", "quartz", "meadow",
+         "rocket", "saffron", "walnut", "canyon", "biscuit", "compass"]
+
+
+def python_task(rng: random.Random) -> Episode:
+    word = rng.choice(WORDS)
+    numbers = rng.sample(range(1, 60), rng.randint(3, 6))
+    choices = [
+        (f"Write some Python that flips the text '{word}' backwards.", f"print('{word}'[::-1])", word[::-1]),
+        (f"With code, turn '{word}' into capital letters.", f"print('{word}'.upper())", word.upper()),
+        (f"run code to count the vowels in '{word}'", f"print(sum(c in 'aeiou' for c in '{word}'))",
+         str(sum(ch in "aeiou" for ch in word))),
+        (f"Using a script, order these numbers from small to large: {numbers}", f"print(sorted({numbers}))",
+         str(sorted(numbers))),
+        (f"Execute Python to get the largest value in {numbers}.", f"print(max({numbers}))", str(max(numbers))),
+        (f"program it: the mean of {numbers}", f"print(sum({numbers}) / len({numbers}))",
+         _fmt(sum(numbers) / len(numbers))),
+        (f"Can you code up how many characters '{word}' has?", f"print(len('{word}'))", str(len(word))),
+        (f"Python please: is {numbers[0]} a prime number?",
+         f"n = {numbers[0]}\nprint(n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1)))",
+         str(numbers[0] > 1 and all(numbers[0] % d for d in range(2, int(numbers[0] ** 0.5) + 1)))),
+        (f"Use code to list the even numbers in {numbers}.", f"print([n for n in {numbers} if n % 2 == 0])",
+         str([n for n in numbers if n % 2 == 0])),
+        (f"Script that repeats '{word}' twice with a space between", f"print('{word} {word}')", f"{word} {word}"),
+        (f"Run a snippet that sums the numbers from 1 to {numbers[-1]}.", f"print(sum(range(1, {numbers[-1] + 1})))",
+         str(sum(range(1, numbers[-1] + 1)))),
+    ]
+    text, code, out = rng.choice(choices)
+    observation = obs([f"stdout:\n{out}"])
+    return Episode("python", text, [Call("python", {"code": code}, observation,
+                                         pick(rng, "Run code with python.", "Write and run Python."))],
+                   pick(rng, f"The output is {out}.", f"Result: {out}", f"{out}"))
+
+
+# --- knowledge base ---------------------------------------------------------------------------
+
+# Topics of an invented company wiki (not the benchmark's handbook): what a search returns for each.
+WIKI = {
+    "pension": "The company pays 6% of salary into the pension plan from the first month.",
+    "bicycle": "Bicycles can be parked in the basement rack; e-bikes charge at the wall sockets.",
+    "onboarding": "New starters get a buddy for their first 8 weeks and a laptop on day one.",
+    "vpn": "Connect to the VPN with the company app before opening internal sites from home.",
+    "training budget": "Each employee has a yearly training budget of 1500 euros.",
+    "meeting rooms": "Meeting rooms are booked in the calendar for at most 2 hours at a time.",
+    "printer": "The printer on floor 3 needs your badge; colour prints cost extra.",
+    "overtime": "Overtime is paid at 125% or taken as time off within 3 months.",
+    "visitors": "Visitors sign in at reception and wear a visitor pass at all times.",
+    "fire drill": "Fire drills happen twice a year; assemble in the north car park.",
+    "payroll": "Salaries are paid on the 25th of each month.",
+    "phones": "Company phones are replaced every 3 years.",
+    "canteen": "The canteen serves lunch from 11:30 to 14:00.",
+    "probation": "The probation period lasts 6 months.",
+    "whistleblowing": "Report concerns anonymously through the ethics hotline.",
+    "mentoring": "Mentoring pairs meet once a month for one hour.",
+}
+
+
+def _hits(topic: str, rng: random.Random) -> str:
+    source = pick(rng, "wiki.md", "policies.pdf", "staff-guide.md", "intranet.md")
+    return obs([{"citation": f"[1] {source} › {topic.title()}", "text": WIKI[topic], "source": source,
+                 "section": topic.title(), "page": None}])
+
+
+def knowledge(rng: random.Random) -> Episode:
+    topic = rng.choice(list(WIKI))
+    text = pick(rng, f"Check our internal docs: what's the rule on {topic}?", f"Anything in the wiki about {topic}?",
+                f"Look through the uploaded documents for {topic}.", f"what do our policies say regarding {topic}",
+                f"I need the company guidance on {topic}.", f"From the knowledge base: {topic}?",
+                f"Find the passage on {topic} in my files.")
+    answer = pick(rng, WIKI[topic], f"According to the documents: {WIKI[topic]}", f"{WIKI[topic]} (source: the docs)")
+    return Episode("knowledge_search", text, [Call("knowledge_search", {"query": topic}, _hits(topic, rng),
+                                                   "Search the documents.")], answer)
+
+
+def knowledge_then_calculate(rng: random.Random) -> Episode:
+    topic, number, per = rng.choice([("training budget", 1500, "per quarter, i.e. divided by 4"),
+                                     ("pension", 6, "as a fraction, i.e. divided by 100"),
+                                     ("overtime", 125, "for 8 hours at 20 an hour, i.e. times 8 * 20 / 100"),
+                                     ("meeting rooms", 2, "in minutes, i.e. times 60"),
+                                     ("probation", 6, "in weeks, i.e. times 52 / 12")])
+    factor = {"training budget": "/ 4", "pension": "/ 100", "overtime": "* 8 * 20 / 100",
+              "meeting rooms": "* 60", "probation": "* 52 / 12"}[topic]
+    value = json.loads(_calculated(f"{number} {factor}"))
+    text = pick(rng, f"Look up the {topic} figure in the docs and give it {per}.",
+                f"Search our documents for the {topic} number, then compute it {per}.")
+    calls = [Call("knowledge_search", {"query": topic}, _hits(topic, rng), "Find the number first."),
+             Call("calculator", {"expression": f"{number} {factor}"}, _calculated(f"{number} {factor}"),
+                  f"The documents say {number}; now compute.")]
+    return Episode("knowledge_chain", text, calls, f"The documents give {number}; {number} {factor} = {_fmt(value)}.",
+                   plannable=False)
+
+
+def ingest(rng: random.Random) -> Episode:
+    fid = file_id(rng)
+    name = pick(rng, "handbook.md", "policy.pdf", "notes.txt", "faq.md", "manual.pdf")
+    text = pick(rng, f"Index the document {fid} so you can search it later.", f"Add {fid} to your knowledge base.",
+                f"please ingest my file {fid}", f"Make {fid} searchable.")
+    observation = obs({"source": name, "title": name.rsplit(".", 1)[0].title(), "chunks": rng.randint(3, 40)})
+    return Episode("knowledge_ingest", text, [Call("knowledge_ingest", {"document": fid}, observation,
+                                                   "Ingest the document.")],
+                   f"Added {name} to the knowledge base; it can be searched now.")
+
+
+def documents(rng: random.Random) -> Episode:
+    listed = [{"source": s, "title": s.split(".")[0].title(), "chunks": rng.randint(3, 30)}
+              for s in rng.sample(["wiki.md", "policies.pdf", "faq.md", "manual.pdf", "notes.txt"], 2)]
+    text = pick(rng, "Which documents have I uploaded to the knowledge base?", "list the indexed documents",
+                "What files can you search through?")
+    return Episode("knowledge_documents", text, [Call("knowledge_documents", {}, obs(listed), "List the documents.")],
+                   "The knowledge base holds " + " and ".join(d["source"] for d in listed) + ".")

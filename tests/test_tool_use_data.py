@@ -1,0 +1,84 @@
+"""The tool-use adapter's training data: valid under the agents' own constraints, seeded, and built
+from the tools the server really offers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agentd.agents.context import FINAL_ANSWER
+from agentd.agents.rewoo import plan_schema
+from agentd.llm.chat_model import parse_json, step_schema
+from agentd.tool_use.data import episodes, requests, server_tools, training_rows
+from agentd.tool_use.media_scenarios import CUSTOM_TOOLS, _definition
+from tools.builtin.calculator import evaluate
+
+
+@pytest.fixture(scope="module")
+def tools():
+    return server_tools()
+
+
+@pytest.fixture(scope="module")
+def rows(tools):
+    return training_rows(160, seed=3, tools=tools)
+
+
+def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, rows):
+    everything = tools + [_definition(name) for name in CUSTOM_TOOLS]
+    step, plan = step_schema(everything + [FINAL_ANSWER], max_calls=3), plan_schema(everything, max_steps=6)
+    kinds = set()
+    for row in rows:
+        kinds.add(row["kind"].split("/")[0])
+        for message in row["messages"]:
+            if message["role"] != "assistant" or message.get("weight") == 0:
+                continue
+            if row["kind"].startswith("react/"):
+                parse_json(message["content"], step)
+            elif row["kind"].startswith("plan/"):
+                parse_json(message["content"], plan)
+    assert kinds == {"react", "plan", "solve"}
+
+
+def test_the_listing_names_every_server_tool_and_no_description(tools, rows):
+    names = [t["function"]["name"] for t in tools]
+    system = next(r["messages"][0]["content"] for r in rows
+                  if r["kind"].startswith("react/") and "get_weather" not in r["messages"][0]["content"]
+                  and all(name in r["messages"][0]["content"] for name in names))
+    assert f"Tools: {', '.join(names)}\n" in system
+    assert "Evaluate an arithmetic expression" not in system  # known tools are named, not described
+
+
+def test_arithmetic_steps_compute_what_the_answer_says(rows):
+    checked = 0
+    for episode in episodes(200, seed=5):
+        for call in episode.calls:
+            if call.tool == "calculator":
+                assert float(evaluate(call.arguments["expression"])) == pytest.approx(float(call.observation))
+                checked += 1
+    assert checked > 20
+
+
+def test_chained_calls_take_their_arguments_from_earlier_results():
+    chains = [e for e in episodes(400, seed=7) if e.kind == "finetune_chain"]
+    assert chains
+    for episode in chains:
+        made = json.loads(episode.calls[0].observation)["fine_tuned_model"]
+        assert episode.calls[1].arguments["model"] == made
+        assert episode.calls[1].planned["model"] == "#E1.fine_tuned_model"
+
+
+def test_the_follow_up_deploys_the_model_the_comparison_named(rows):
+    follow_ups = [r for r in rows if r["kind"] == "react/deploy_better"]
+    assert follow_ups
+    for row in follow_ups:
+        texts = [m["content"] for m in row["messages"]]
+        deploy = json.loads(next(t for t in texts if '"name": "deploy"' in t))["tool_calls"][0]["arguments"]["model"]
+        assert any(f'"better": "{deploy}"' in t or t.startswith(deploy) for t in texts[:-3])
+
+
+def test_generation_is_seeded(tools):
+    assert training_rows(20, seed=1, tools=tools) == training_rows(20, seed=1, tools=tools)
+    assert requests(seed=1, count=50) == requests(seed=1, count=50)
+    assert requests(seed=1, count=50) != requests(seed=2, count=50)
