@@ -12,7 +12,7 @@ import pytest
 
 from agentd.agents.answers import CheckedAnswer, restates
 from agentd.agents.context import FINAL_ANSWER
-from agentd.agents.runtime import AgentLimits, AgentRuntime
+from agentd.agents.runtime import AgentRuntime
 from agentd.agents.steps import AnswerDelta, FinalAnswer, Observation, ToolCallStep
 from agentd.llm.chat_model import ChatReply, step_schema
 from agentd.llm.streaming import AnswerArgumentStream, StopGeneration, TrimmedStream, in_a_loop
@@ -21,6 +21,7 @@ from agentd.server.generation import RequestRecord
 from agentd.server.metrics import ServerMetrics
 from tests.fixtures.image_tools import paint
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
+from tests.test_agents import open_runtime, run
 from tools import FileStore, ToolRegistry, tool
 from tools.builtin.calculator import calculator
 
@@ -46,15 +47,6 @@ def tools(tmp_path) -> ToolRegistry:
     registry.close()
 
 
-async def open_runtime(tools, tmp_path, **limits) -> AgentRuntime:
-    runtime = AgentRuntime(tools, tmp_path / "state", limits=AgentLimits(**limits))
-    await runtime.open()
-    return runtime
-
-
-async def run(runtime, agent, text, llm, thread_id=None):
-    agent_run = await runtime.start(agent, [{"role": "user", "content": text}], thread_id=thread_id, llm=llm)
-    return [step async for step in agent_run], agent_run
 
 
 def of(kind, steps):

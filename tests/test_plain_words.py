@@ -7,16 +7,37 @@ The default run uses 16 uploaded tickets and 8 support_qa questions (≈ 3 min o
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
+from agentd.config import Settings
+from agentd.server.app import create_app
 from agentd.tool_use import manifest
+from pipelines.registry import ModelRegistry, ModelSpec
+from tests.conftest import DATA_DIR, MODEL, RunningServer
 from tests.fixtures.tickets import ticket_records
 
 pytestmark = pytest.mark.skipif(manifest() is None, reason="the tool-use adapter is not in agentd/tool_use/adapter")
 WORKFLOW = {"tune_and_evaluate", "finetune", "evaluate", "compare_models"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory) -> Iterator[openai.OpenAI]:
+    """A server of its own, as `make run` starts it: what it fine-tunes and deploys is recorded in its own data
+    folder and registry, not in the session server's that other tests count models in."""
+    registry = ModelRegistry([ModelSpec(id=MODEL, kind="embedded")], DATA_DIR)
+    asyncio.run(registry.load_all())
+    server = RunningServer(create_app(Settings(data_dir=tmp_path_factory.mktemp("plain-words")), registry))
+    try:
+        yield server.client()
+    finally:
+        server.stop()
+        asyncio.run(registry.close())
 
 
 def _run(client, request: str, thread: str | None = None) -> tuple[list[dict], str, str]:

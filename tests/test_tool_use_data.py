@@ -82,3 +82,23 @@ def test_generation_is_seeded(tools):
     assert training_rows(20, seed=1, tools=tools) == training_rows(20, seed=1, tools=tools)
     assert requests(seed=1, count=50) == requests(seed=1, count=50)
     assert requests(seed=1, count=50) != requests(seed=2, count=50)
+
+
+def test_fine_tuned_model_ids_end_with_their_jobs_prefix_as_the_real_service_names_them():
+    from agentd.jobs.fine_tune import parse_model_id
+
+    seen = 0
+    for episode in episodes(400, seed=11):
+        for call in episode.calls:
+            try:
+                result = json.loads(call.observation)
+            except ValueError:
+                continue
+            if not isinstance(result, dict):
+                continue
+            job, model = result.get("job_id") or result.get("fine_tune_job"), result.get("fine_tuned_model") \
+                or result.get("tuned_model")
+            if isinstance(job, str) and job.startswith("ftjob-") and model:
+                assert parse_model_id(model)[0] == job[:len("ftjob-") + 8], (job, model)
+                seen += 1
+    assert seen > 20

@@ -35,8 +35,15 @@ def _tuned_id(base: str, rng: random.Random) -> str:
     return f"ft:{resolved}:agentd::{hexid(rng, 8)}"
 
 
+def _job_of(tuned: str, rng: random.Random) -> str:
+    """The fine-tune job that made `tuned`: as the real service names them, the model id ends with the job
+    id's first 8 hex digits. Runs must show the shared prefix, or the model learns to copy a model id
+    on into the job id's tail (seen with the first adapter: `ft:...::6a930f57479074c9a8703ab2`)."""
+    return f"ftjob-{tuned.rsplit(':', 1)[-1]}{hexid(rng, 16)}"
+
+
 def _finetune_result(base: str, tuned: str, rng: random.Random) -> dict:
-    return {"job_id": f"ftjob-{hexid(rng)}", "kind": "fine_tune", "status": "succeeded", "model": base,
+    return {"job_id": _job_of(tuned, rng), "kind": "fine_tune", "status": "succeeded", "model": base,
             "fine_tuned_model": tuned, "final_loss": round(rng.uniform(0.02, 0.9), 4), "steps": rng.randint(20, 400)}
 
 
@@ -168,7 +175,8 @@ def jobs(rng: random.Random) -> Episode:
         if status == "running":
             result["progress"] = {"step": rng.randint(1, 90), "total_steps": 100, "loss": round(rng.uniform(0.1, 2), 4)}
         if status == "succeeded":
-            result.update(fine_tuned_model=_tuned_id("smollm2", rng), final_loss=0.12, steps=100)
+            result.update(fine_tuned_model=f"ft:{EMBEDDED_MODEL_ID}:agentd::{job.removeprefix('ftjob-')[:8]}",
+                          final_loss=0.12, steps=100)
         if status == "failed":
             result["error"] = "the training file has no examples"
         text = pick(rng, f"Is {job} done yet?", f"What's the state of {job}?", f"how far along is {job}",
@@ -211,7 +219,7 @@ def _workflow_result(model: str, data: str, tasks: list[str] | None, deploy_bett
     table = (f"| task | metric | {base} | {tuned} |\n|---|---|---|---|\n"
              + "\n".join(f"| {t} | {m} | {at} | {bt} |" for t, m, _, at, _, bt in rows))
     result = {"base_model": base, "tuned_model": tuned, "better": better, "summary": summary, "table": table,
-              "fine_tune_job": f"ftjob-{hexid(rng)}", "evaluation_job": f"evaljob-{hexid(rng)}",
+              "fine_tune_job": _job_of(tuned, rng), "evaluation_job": f"evaljob-{hexid(rng)}",
               "deployed": _deployed(better, rng) if deploy_better else None}
     return result, f"{summary}\n\n{table}"
 

@@ -72,10 +72,47 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
+# Things counted in groups, for word problems: (the group, the things in it, the people who share them).
+_GROUPS = [("boxes", "pens", "pupils"), ("pallets", "bricks", "builders"), ("shelves", "books", "readers"),
+           ("buses", "passengers", "guides"), ("trays", "eggs", "cooks"), ("bags", "apples", "children"),
+           ("rows", "seats", "ushers"), ("packs", "cards", "players"), ("cartons", "bottles", "shops"),
+           ("teams", "players", "coaches"), ("pages", "words", "editors"), ("racks", "servers", "engineers")]
+
+
+def word_problem(rng: random.Random, a: int, b: int) -> tuple[str, str]:
+    """An everyday story with two numbers (a request that never says "multiply" or "add"), and the
+    expression it asks for."""
+    group, thing, people = rng.choice(_GROUPS)
+    kind = rng.choice(["mul", "mul", "add", "sub", "div", "rate"])
+    if kind == "mul":
+        return pick(rng, f"We have {a} {group} with {b} {thing} in each. How many {thing} in total?",
+                    f"There are {a} {group}, each holding {b} {thing}; how many {thing} altogether?",
+                    f"{a} {group} of {b} {thing} apiece - what's the total number of {thing}?",
+                    f"If every one of the {a} {group} has {b} {thing}, how many {thing} are there?"), f"{a} * {b}"
+    if kind == "add":
+        return pick(rng, f"{a} {thing} arrived on Monday and {b} more on Tuesday. How many {thing} now?",
+                    f"I counted {a} {thing} in the morning and another {b} in the afternoon; what's the total?"), \
+            f"{a} + {b}"
+    if kind == "sub":
+        a, b = max(a, b), min(a, b)
+        return pick(rng, f"We had {a} {thing} and gave away {b}. How many are left?",
+                    f"Out of {a} {thing}, {b} were damaged; how many are still good?"), f"{a} - {b}"
+    if kind == "div":
+        b = rng.randint(2, 40)
+        a = b * rng.randint(2, 250)
+        return pick(rng, f"{a} {thing} shared equally among {b} {people}: how many does each get?",
+                    f"Split {a} {thing} evenly between {b} {people}. How many each?"), f"{a} / {b}"
+    hours = rng.randint(2, 12)
+    return pick(rng, f"A machine makes {a} {thing} an hour. How many after {hours} hours?",
+                f"At {a} {thing} per hour, how many {thing} in {hours} hours?"), f"{a} * {hours}"
+
+
 def arithmetic(rng: random.Random) -> Episode:
     a, b = _number(rng), _number(rng)
-    kind = rng.choice(["mul", "add", "sub", "div", "pct", "pow", "sqrt", "fact", "mixed"])
-    if kind == "mul":
+    kind = rng.choice(["mul", "add", "sub", "div", "pct", "pow", "sqrt", "fact", "mixed", "story", "story"])
+    if kind == "story":
+        text, expression = word_problem(rng, a, b)
+    elif kind == "mul":
         text = pick(rng, f"Please multiply {a} by {b}", f"{a} times {b}?", f"how much is {a} x {b}",
                     f"I need the product of {a} and {b}.", f"calc {a}*{b}", f"What do you get if you multiply {a} and {b}?")
         expression, value = f"{a} * {b}", a * b
