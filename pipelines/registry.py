@@ -161,6 +161,7 @@ class ModelRegistry:
     async def lease(self, model_id: str) -> Lease:
         """The engine of `model_id` for one request, loaded if need be (see `ensure`) and kept
         loaded until the lease is released or dropped. EngineError as `engine` raises it."""
+        self._check_startup_parent(model_id)
         lease = Lease(self, model_id)
         self._leases.setdefault(model_id, weakref.WeakSet()).add(lease)  # held while loading, too
         try:
@@ -170,6 +171,14 @@ class ModelRegistry:
             lease.release()
             raise
         return lease
+
+    def _check_startup_parent(self, model_id: str) -> None:
+        """An adapter served on a start-up model waits for that model's load (EngineError 503 as `engine`
+        raises it) rather than loading the same base weights a second time beside it."""
+        spec = self.specs.get(model_id)
+        parent = spec.parent if spec is not None else None
+        if parent in self.specs and parent not in self.on_demand | self.managed:
+            self.engine(parent)
 
     def _in_use(self, model_id: str) -> bool:
         return bool(self._leases.get(model_id)) or self.engines[model_id].active_sequences > 0

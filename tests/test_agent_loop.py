@@ -47,8 +47,6 @@ def tools(tmp_path) -> ToolRegistry:
     registry.close()
 
 
-
-
 def of(kind, steps):
     return [s for s in steps if isinstance(s, kind)]
 

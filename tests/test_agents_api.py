@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agentd.config import Settings
 from agentd.server.app import create_app
 from agentd.store import StoreError
+from agentd.tool_use import TOOL_USE_MODEL_ID
 from pipelines.registry import ModelRegistry, ModelSpec
 from tests.conftest import DATA_DIR, MODEL, RunningServer
 from tools import File, Image
@@ -140,5 +141,11 @@ def test_an_agent_whose_model_is_still_loading_answers_503(tmp_path):
                     model="agentd-react", stream=stream, messages=[{"role": "user", "content": "What is 2 + 2?"}])
             assert refused.value.status_code == 503  # before any chunk: a clear error, not a broken stream
             assert refused.value.body["type"] == "service_unavailable" and "still loading" in refused.value.body["message"]
+        # Chatting with the agents' tool-use adapter directly waits for its base model the same way.
+        with pytest.raises(openai.APIStatusError) as refused:
+            running.client().chat.completions.create(model=TOOL_USE_MODEL_ID,
+                                                     messages=[{"role": "user", "content": "Hi"}])
+        assert refused.value.status_code == 503 and "still loading" in refused.value.body["message"]
+        assert TOOL_USE_MODEL_ID not in loading.engines  # the base weights were not loaded a second time
     finally:
         running.stop()

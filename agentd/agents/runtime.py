@@ -135,10 +135,6 @@ class AgentRuntime:
         if self.models is None or not self.model_id:
             raise EngineError("no model is served for agents to think with", status=503, param="model")
         try:
-            spec = self.models.specs.get(self.model_id)
-            if spec is not None and spec.parent in self.models.specs and spec.parent not in self.models.on_demand:
-                # An adapter brain (the tool-use adapter) waits for its base model's start-up load.
-                self.models.engine(spec.parent)
             lease = await self.models.lease(self.model_id)
         except EngineError as error:
             raise EngineError(f"the agents' {error.message}", error.status, param="model") from None

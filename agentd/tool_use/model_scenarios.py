@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from agentd.jobs.fine_tune import fine_tuned_model_id, parse_model_id
 from agentd.tool_use.scenarios import Call, Episode, file_id, hexid, obs, pick
 from pipelines.embedded import EMBEDDED_MODEL_ID
 
@@ -32,14 +33,14 @@ def _data(rng: random.Random) -> str:
 
 def _tuned_id(base: str, rng: random.Random) -> str:
     resolved = EMBEDDED_MODEL_ID if base.lower().startswith("smollm2") else base
-    return f"ft:{resolved}:agentd::{hexid(rng, 8)}"
+    return fine_tuned_model_id(resolved, f"ftjob-{hexid(rng, 8)}", None)
 
 
 def _job_of(tuned: str, rng: random.Random) -> str:
     """The fine-tune job that made `tuned`: as the real service names them, the model id ends with the job
     id's first 8 hex digits. Runs must show the shared prefix, or the model learns to copy a model id
     on into the job id's tail (seen with the first adapter: `ft:...::6a930f57479074c9a8703ab2`)."""
-    return f"ftjob-{tuned.rsplit(':', 1)[-1]}{hexid(rng, 16)}"
+    return f"{parse_model_id(tuned)[0]}{hexid(rng, 16)}"
 
 
 def _finetune_result(base: str, tuned: str, rng: random.Random) -> dict:
@@ -175,8 +176,7 @@ def jobs(rng: random.Random) -> Episode:
         if status == "running":
             result["progress"] = {"step": rng.randint(1, 90), "total_steps": 100, "loss": round(rng.uniform(0.1, 2), 4)}
         if status == "succeeded":
-            result.update(fine_tuned_model=f"ft:{EMBEDDED_MODEL_ID}:agentd::{job.removeprefix('ftjob-')[:8]}",
-                          final_loss=0.12, steps=100)
+            result.update(fine_tuned_model=fine_tuned_model_id(EMBEDDED_MODEL_ID, job, None), final_loss=0.12, steps=100)
         if status == "failed":
             result["error"] = "the training file has no examples"
         text = pick(rng, f"Is {job} done yet?", f"What's the state of {job}?", f"how far along is {job}",

@@ -72,6 +72,12 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
+def _divisible(rng: random.Random) -> tuple[int, int]:
+    """A dividend and a divisor that divides it: a division with a whole answer."""
+    b = rng.randint(2, 40)
+    return b * rng.randint(2, 250), b
+
+
 # Things counted in groups, for word problems: (the group, the things in it, the people who share them).
 _GROUPS = [("boxes", "pens", "pupils"), ("pallets", "bricks", "builders"), ("shelves", "books", "readers"),
            ("buses", "passengers", "guides"), ("trays", "eggs", "cooks"), ("bags", "apples", "children"),
@@ -98,8 +104,7 @@ def word_problem(rng: random.Random, a: int, b: int) -> tuple[str, str]:
         return pick(rng, f"We had {a} {thing} and gave away {b}. How many are left?",
                     f"Out of {a} {thing}, {b} were damaged; how many are still good?"), f"{a} - {b}"
     if kind == "div":
-        b = rng.randint(2, 40)
-        a = b * rng.randint(2, 250)
+        a, b = _divisible(rng)
         return pick(rng, f"{a} {thing} shared equally among {b} {people}: how many does each get?",
                     f"Split {a} {thing} evenly between {b} {people}. How many each?"), f"{a} / {b}"
     hours = rng.randint(2, 12)
@@ -115,49 +120,46 @@ def arithmetic(rng: random.Random) -> Episode:
     elif kind == "mul":
         text = pick(rng, f"Please multiply {a} by {b}", f"{a} times {b}?", f"how much is {a} x {b}",
                     f"I need the product of {a} and {b}.", f"calc {a}*{b}", f"What do you get if you multiply {a} and {b}?")
-        expression, value = f"{a} * {b}", a * b
+        expression = f"{a} * {b}"
     elif kind == "add":
         text = pick(rng, f"add {a} to {b}", f"Sum up {a} and {b} for me.", f"{a} plus {b} equals?",
                     f"What's the total of {a} and {b}?", f"I spent {a} and then {b}; how much altogether?")
-        expression, value = f"{a} + {b}", a + b
+        expression = f"{a} + {b}"
     elif kind == "sub":
         a, b = max(a, b), min(a, b)
         text = pick(rng, f"Subtract {b} from {a}.", f"{a} take away {b}", f"what's left if I remove {b} from {a}?",
                     f"difference between {a} and {b}?", f"How much is {a} less {b}?")
-        expression, value = f"{a} - {b}", a - b
+        expression = f"{a} - {b}"
     elif kind == "div":
-        b = rng.randint(2, 40)
-        a = b * rng.randint(2, 250)
+        a, b = _divisible(rng)
         text = pick(rng, f"Divide {a} by {b}.", f"{a} split into {b} equal parts is how much each?",
                     f"how many times does {b} go into {a}", f"{a} over {b}?", f"Share {a} between {b} people evenly.")
-        expression, value = f"{a} / {b}", a / b
+        expression = f"{a} / {b}"
     elif kind == "pct":
         p = rng.choice([5, 8, 10, 12.5, 15, 20, 25, 30, 40, 75])
         text = pick(rng, f"Work out {_fmt(p)} percent of {a}.", f"{_fmt(p)}% of {a} is?",
                     f"A {_fmt(p)}% tip on a bill of {a}: how much is the tip?", f"take {_fmt(p)} per cent of {a}")
-        expression, value = f"{a} * {_fmt(p)} / 100", a * p / 100
+        expression = f"{a} * {_fmt(p)} / 100"
     elif kind == "pow":
         base, exp = rng.randint(2, 15), rng.randint(2, 6)
         text = pick(rng, f"Raise {base} to the {exp}th power.", f"{base}^{exp}?", f"What's {base} to the power {exp}",
                     f"{base} multiplied by itself {exp} times", f"work out {base}**{exp} for me")
-        expression, value = f"{base} ^ {exp}", base ** exp
+        expression = f"{base} ^ {exp}"
     elif kind == "sqrt":
         root = rng.randint(4, 120)
         text = pick(rng, f"Find the square root of {root * root}.", f"sqrt of {root * root}?",
                     f"Which number squared gives {root * root}?", f"root of {root * root} please")
-        expression, value = f"sqrt({root * root})", root
+        expression = f"sqrt({root * root})"
     elif kind == "fact":
         n = rng.randint(3, 12)
         text = pick(rng, f"Factorial of {n}?", f"{n}! = ?", f"What is the factorial of {n}", f"{n} factorial, please")
-        expression, value = f"factorial({n})", 1
-        for i in range(2, n + 1):
-            value *= i
+        expression = f"factorial({n})"
     else:
         c = rng.randint(2, 30)
         text = pick(rng, f"First add {a} and {b}, then multiply the sum by {c}.", f"({a} + {b}) * {c} = ?",
                     f"Take {a} plus {b} and times it by {c}.", f"What is {c} times the sum of {a} and {b}?")
-        expression, value = f"({a} + {b}) * {c}", (a + b) * c
-    result = _calculated(expression)
+        expression = f"({a} + {b}) * {c}"
+    result = _calculated(expression)  # what the real tool answers, not a sum done here
     thought = pick(rng, "Arithmetic: use the calculator.", "Compute it with the calculator.", "This needs the calculator.")
     answer = pick(rng, f"{expression} = {result}", f"The answer is {result}.", f"It comes to {result}.",
                   f"{result} ({expression}).")
