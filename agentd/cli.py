@@ -39,6 +39,8 @@ def serve(
     cors_origin: Annotated[Optional[list[str]], typer.Option(help="Allowed CORS origin, repeatable.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Where converted models and state live.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="torch dtype for local models.")] = None,
+    engine: Annotated[Optional[str], typer.Option(
+        help="Engine for local models: transformers (default) or openvino (paged KV cache, prefix caching).")] = None,
     tools: Annotated[Optional[list[str]], typer.Option(help="Python file with @tool functions, repeatable.")] = None,
     remote_tools: Annotated[Optional[list[str]], typer.Option(help="Tool server URL to import, repeatable.")] = None,
     mcp: Annotated[Optional[list[str]], typer.Option(help="MCP server URL or command to import, repeatable.")] = None,
@@ -56,7 +58,7 @@ def serve(
     from agentd.server.app import create_app
 
     flags = {"host": host, "port": port, "models": model, "upstream_api_keys": upstream_api_key, "api_keys": api_key,
-             "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "tools": tools,
+             "cors_origins": cors_origin, "data_dir": data_dir, "dtype": dtype, "engine": engine, "tools": tools,
              "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model,
              "image_pipeline": image_pipeline}
     switched_off = {"builtin_tools": not no_builtin_tools, "tool_use_adapter": not no_tool_use_adapter}

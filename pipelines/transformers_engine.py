@@ -35,7 +35,6 @@ from pipelines.decoding import (
     token_logprobs,
 )
 from pipelines.engine import (
-    ContextLengthExceeded,
     EngineError,
     EngineInfo,
     GenerationRequest,
@@ -44,6 +43,7 @@ from pipelines.engine import (
     TokenLogprobs,
     TopLogprob,
 )
+from pipelines.prompt_tokens import PromptTokens, stop_token_ids
 from pipelines.scoring import Scorer, TokenLogprob
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class TransformersEngine(TextEngine):
         max_batch_size: int = 32,
         adapter: str | Path | None = None,
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=_resolve_dtype(dtype))
@@ -129,7 +129,8 @@ class TransformersEngine(TextEngine):
         config = self.model.config
         context = getattr(config, "max_position_embeddings", None) or 2048
         self.info = EngineInfo(id=model_id, context_length=int(context), meta={"path": str(folder)})
-        self._eos_ids = self._stop_token_ids(GenerationConfig, folder)
+        self._eos_ids = stop_token_ids(self.tokenizer, folder)
+        self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length)
         self._grammars = GrammarCompiler(self.tokenizer, config.vocab_size, sorted(self._eos_ids))
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
@@ -140,8 +141,6 @@ class TransformersEngine(TextEngine):
         self._scorer = Scorer(
             self.model, self.tokenizer, context_length=self.info.context_length, pad_id=self._pad_id
         )
-        self._prompt_cache: dict[object, list[int]] = {}
-        self._prompt_cache_lock = threading.Lock()
         self._pending: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
         self._active = 0
         self._closing = False
@@ -149,68 +148,13 @@ class TransformersEngine(TextEngine):
         self._worker = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
         self._worker.start()
 
-    def _stop_token_ids(self, generation_config_cls: Any, folder: str | Path) -> set[int]:
-        ids: set[int] = set()
-        try:
-            eos = generation_config_cls.from_pretrained(folder).eos_token_id
-        except OSError:
-            eos = None
-        for value in (eos, self.tokenizer.eos_token_id):
-            if isinstance(value, int):
-                ids.add(value)
-            elif value:
-                ids.update(value)
-        if not ids:
-            raise EngineError(f"{folder}: the model defines no end-of-sequence token", status=500)
-        return ids
-
     # -- the async side -------------------------------------------------------------------
-
-    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
-        # validate() and stream() and the n choices of one request all need the same ids.
-        if request.prompt_ids is not None:
-            return list(request.prompt_ids)
-        key = request.prompt if request.messages is None else tuple(
-            tuple(sorted(m.items())) for m in request.messages
-        )
-        with self._prompt_cache_lock:  # servers on several event loops may share one engine
-            ids = self._prompt_cache.get(key)
-        if ids is None:
-            ids = self._tokenize_prompt(request)
-            with self._prompt_cache_lock:
-                if len(self._prompt_cache) >= 256:
-                    self._prompt_cache.pop(next(iter(self._prompt_cache)))
-                self._prompt_cache[key] = ids
-        return ids
-
-    def _tokenize_prompt(self, request: GenerationRequest) -> list[int]:
-        if request.prompt_ids is not None:
-            return list(request.prompt_ids)
-        if request.messages is not None:
-            if not self.tokenizer.chat_template:
-                raise EngineError(f"model {self.info.id} has no chat template; use /v1/completions")
-            text = self.tokenizer.apply_chat_template(
-                list(request.messages), tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer(text, add_special_tokens=False).input_ids
-        return self.tokenizer(request.prompt or "").input_ids
-
-    def _budget(self, request: GenerationRequest, prompt_tokens: int) -> int:
-        limit = self.info.context_length
-        wanted = request.params.max_tokens
-        if wanted is None:
-            if prompt_tokens >= limit:
-                raise ContextLengthExceeded(limit, prompt_tokens, 1)
-            return limit - prompt_tokens
-        if prompt_tokens + wanted > limit:
-            raise ContextLengthExceeded(limit, prompt_tokens, wanted)
-        return wanted
 
     supported_extras = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo"})
 
     async def validate(self, request: GenerationRequest) -> int:
         self.check_extras(request.params)
-        ids = self._prompt_ids(request)
+        ids = self._prompts.ids(request)
         if not ids:
             raise EngineError("the prompt is empty", param="prompt")
         if request.prompt_ids is not None and not all(0 <= i < self._vocab_size for i in ids):
@@ -220,13 +164,13 @@ class TransformersEngine(TextEngine):
             raise EngineError(f"logit_bias: token id {bad[0]} is not in this model's vocabulary "
                               f"(0..{self._vocab_size - 1})", param="logit_bias")
         prompt_tokens = len(ids)
-        self._budget(request, prompt_tokens)
+        self._prompts.budget(request, prompt_tokens)
         if request.constraint is not None:
             await asyncio.to_thread(self._grammars.compile, request.constraint)  # cached for stream
         return prompt_tokens
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
-        prompt_ids = self._prompt_ids(request)
+        prompt_ids = self._prompts.ids(request)
         params = request.params
         generator = None
         if params.seed is not None and params.temperature > 0:
@@ -235,7 +179,7 @@ class TransformersEngine(TextEngine):
         if request.constraint is not None:
             compiled = await asyncio.to_thread(self._grammars.compile, request.constraint)
             matcher = self._grammars.matcher(compiled)
-        max_tokens = self._budget(request, len(prompt_ids))
+        max_tokens = self._prompts.budget(request, len(prompt_ids))
         if params.echo:
             yield await self._echo(request, prompt_ids)
         if max_tokens == 0:  # echo only: scoring a prompt, as lm-evaluation-harness does

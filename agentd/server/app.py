@@ -72,7 +72,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     owns_registry = registry is None
     if registry is None:
         registry = ModelRegistry(model_specs(settings), settings.data_dir, dtype=settings.dtype,
-                                 on_demand_memory_mb=settings.on_demand_memory_mb)
+                                 on_demand_memory_mb=settings.on_demand_memory_mb, backend=settings.engine,
+                                 kv_cache_mb=settings.kv_cache_mb, precision=settings.openvino_precision)
     owns_tools = tools is None
     if tools is None:
         tools = tools_from_settings(settings)

