@@ -24,13 +24,14 @@ import random
 import re
 import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines.decoding import TextAccumulator, constraint_error, grammar_of
 from pipelines.engine import Constraint, EngineError, EngineInfo, GenerationRequest, TextDelta, TextEngine
 from pipelines.prompt_tokens import PromptTokens, stop_token_ids
+from pipelines.sequences import QueuedSequence, outbox_deltas
 
 log = logging.getLogger(__name__)
 
@@ -46,37 +47,14 @@ def _older_ebnf(text: str) -> str:
 
 
 @dataclass(eq=False)
-class _Sequence:
-    request: GenerationRequest
-    prompt_ids: list[int]
-    max_tokens: int
-    accumulator: TextAccumulator
-    loop: asyncio.AbstractEventLoop
-    outbox: asyncio.Queue
+class _Sequence(QueuedSequence):
     grammar: str | None = None
     handle: Any = None
-    generated: list[int] = field(default_factory=list)
-    completion_tokens: int = 0
     restarts: int = 0
-    finished: bool = False
-    cancelled: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.finished or self.cancelled
-
-    def send(self, item: TextDelta | Exception) -> None:
-        with contextlib.suppress(RuntimeError):  # its event loop is gone: nobody is waiting
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
 
     def fail(self, error: EngineError) -> None:
         self.finished = True
         self.send(error)
-
-    def finish(self, reason: str, text: str = "") -> None:
-        self.finished = True
-        self.send(TextDelta(text=text, finish_reason=reason, prompt_tokens=len(self.prompt_ids),
-                            completion_tokens=self.completion_tokens))
 
 
 class OpenVINOEngine(TextEngine):
@@ -204,16 +182,9 @@ class OpenVINOEngine(TextEngine):
             if self._closing:
                 raise self._unloaded()
             self._pending.put(seq)
-        try:
-            while True:
-                item = await seq.outbox.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if item.finish_reason:
-                    return
-        finally:
-            seq.cancelled = True  # the worker cancels it in the pipeline at its next step
+        async with contextlib.aclosing(outbox_deltas(seq)) as deltas:  # closed with this stream, at once
+            async for delta in deltas:
+                yield delta
 
     async def _transformers(self) -> TextEngine:
         if self._fallback is None:

@@ -44,37 +44,24 @@ from pipelines.engine import (
     TopLogprob,
 )
 from pipelines.prompt_tokens import PromptTokens, stop_token_ids
+from pipelines.sequences import QueuedSequence, outbox_deltas
 from pipelines.scoring import Scorer, TokenLogprob
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
-class _Sequence:
-    request: GenerationRequest
-    prompt_ids: list[int]
-    max_tokens: int
-    accumulator: TextAccumulator
-    loop: asyncio.AbstractEventLoop
-    outbox: asyncio.Queue
+class _Sequence(QueuedSequence):
     generator: torch.Generator | None = None
     matcher: Any = None
-    generated: list[int] = field(default_factory=list)  # what a re-prefill must replay
     bias: tuple[torch.Tensor, torch.Tensor] | None = None  # logit_bias as (token ids, values)
     unsent_logprobs: list[TokenLogprobs] = field(default_factory=list)  # until the next delta goes
-    completion_tokens: int = 0
-    finished: bool = False
-    cancelled: bool = False
-
-    @property
-    def done(self) -> bool:
-        return self.finished or self.cancelled
 
     def send(self, item: TextDelta | Exception) -> None:
         if isinstance(item, TextDelta) and self.unsent_logprobs:
             item.logprobs = tuple(self.unsent_logprobs)
             self.unsent_logprobs = []
-        self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+        super().send(item)
 
     def fail(self, error: Exception) -> None:
         log.error("generation failed for one request", exc_info=error)
@@ -83,19 +70,7 @@ class _Sequence:
 
     def unloaded(self, error: EngineError) -> None:
         self.finished = True
-        with contextlib.suppress(RuntimeError):  # its event loop is gone: nobody is waiting
-            self.send(error)
-
-    def finish(self, reason: str, text: str = "") -> None:
-        self.finished = True
-        self.send(
-            TextDelta(
-                text=text,
-                finish_reason=reason,
-                prompt_tokens=len(self.prompt_ids),
-                completion_tokens=self.completion_tokens,
-            )
-        )
+        self.send(error)
 
 
 @dataclass
@@ -204,17 +179,9 @@ class TransformersEngine(TextEngine):
             if self._closing:
                 raise self._unloaded()
             self._pending.put(seq)
-        try:
-            while True:
-                item = await seq.outbox.get()
-                if isinstance(item, Exception):
-                    raise item
-                yield item
-                if item.finish_reason:
-                    return
-        finally:
-            # Read by the worker at its next step: a closed stream stops costing compute.
-            seq.cancelled = True
+        async with contextlib.aclosing(outbox_deltas(seq)) as deltas:  # closed with this stream, at once
+            async for delta in deltas:
+                yield delta
 
     async def _echo(self, request: GenerationRequest, ids: list[int]) -> TextDelta:
         """The prompt as text and, with logprobs asked, as scored tokens whose `offset`s index
