@@ -179,6 +179,11 @@ class TextEngine(abc.ABC):
     def active_sequences(self) -> int:
         return 0
 
+    @property
+    def prefix_cache(self) -> tuple[int, int] | None:
+        """(prompt tokens found in the prefix cache, prompt tokens) since start; None without one."""
+        return None
+
     # Scoring given text (evaluation, `echo` with logprobs): only engines that hold the weights
     # can; the others say so instead of answering something else.
     async def loglikelihoods(

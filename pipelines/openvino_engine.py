@@ -14,6 +14,7 @@ use: top logprobs, echo, logit_bias and penalties, and scoring (evaluation's log
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import itertools
@@ -96,6 +97,10 @@ class OpenVINOEngine(TextEngine):
         self._closing = False
         self._closing_lock = threading.Lock()
         self._fallback: TextEngine | None = None
+        # Blocks of prompts seen (chained hashes, least recently used first), as the pipeline's prefix
+        # cache keeps them: OpenVINO reports the cache's use, not its hits, so they are counted here.
+        self._seen_blocks: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._prefix_hits = self._prefix_total = 0
         self._fallback_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
         self._worker.start()
@@ -270,9 +275,29 @@ class OpenVINOEngine(TextEngine):
             if not seq.done:
                 self._submit(seq)
 
+    @property
+    def prefix_cache(self) -> tuple[int, int]:
+        return self._prefix_hits, self._prefix_total
+
+    def _count_prefix(self, ids: list[int]) -> None:
+        """Whole 32-token blocks of this prompt whose prefix was seen before: what the cache can reuse."""
+        chained, reused = 0, True
+        for start in range(0, len(ids) - len(ids) % _BLOCK_TOKENS, _BLOCK_TOKENS):
+            chained = hash((chained, tuple(ids[start:start + _BLOCK_TOKENS])))
+            reused = reused and chained in self._seen_blocks
+            self._prefix_hits += _BLOCK_TOKENS if reused else 0
+            self._seen_blocks[chained] = None
+            self._seen_blocks.move_to_end(chained)
+        while len(self._seen_blocks) > self._kv_blocks:
+            self._seen_blocks.popitem(last=False)
+        self._prefix_total += len(ids)
+
     def _submit(self, seq: _Sequence) -> None:
         import numpy as np
         import openvino as ov
+
+        if seq.restarts == 0:
+            self._count_prefix(seq.prompt_ids)
 
         # A sequence submitted again after a failed step goes on from the tokens it has.
         ids = np.array([seq.prompt_ids + seq.generated], dtype=np.int64)

@@ -4,6 +4,7 @@ the KV-cache budget and the pipeline's own grammar must not change what a greedy
 import asyncio
 import dataclasses
 
+import httpx
 import pytest
 
 from pipelines.embedded import embedded_model_folder
@@ -123,8 +124,12 @@ def test_a_shared_prefix_reused_from_the_cache_gives_the_same_text(openvino, ref
         expected = [await collect(reference, t) for t in turns]
         return expected, [await collect(openvino, t) for t in turns]  # the second prefills only its tail
 
+    cached_before, total_before = openvino.prefix_cache
     expected, got = asyncio.run(scenario())
     assert got == expected
+    cached, total = openvino.prefix_cache
+    # The second turn shares the ≈ 900-token history: nearly all of its prompt was found in the cache.
+    assert cached - cached_before >= 0.4 * (total - total_before)
 
 
 def test_more_than_the_kv_budget_waits_its_turn_and_what_never_fits_is_refused(folder):
@@ -214,6 +219,8 @@ def test_a_server_with_the_openvino_engine_streams_chat_and_tool_calls(tmp_path)
                                                messages=[{"role": "user", "content": "Weather in Paris?"}])
         call = reply.choices[0].message.tool_calls[0]
         assert call.function.name == "get_weather" and "city" in call.function.arguments
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert f'agentd_engine_prefix_cache_hit_rate{{model="{MODEL}"}}' in metrics
     finally:
         server.stop()
         asyncio.run(registry.close())

@@ -206,6 +206,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         m = app.state.metrics
         for model_id, engine in registry.engines.items():
             m.active_sequences.labels(model_id).set(engine.active_sequences)
+            if engine.prefix_cache is not None:
+                cached, total = engine.prefix_cache
+                m.prefix_cached_tokens.labels(model_id).set(cached)
+                m.prefix_hit_rate.labels(model_id).set(cached / total if total else 0.0)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
     describe_errors(app)

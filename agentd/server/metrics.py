@@ -30,6 +30,14 @@ class ServerMetrics:
         self.in_flight = Gauge(
             "agentd_requests_in_flight", "Requests being served", ["endpoint"], registry=self.registry
         )
+        self.prefix_cached_tokens = Gauge(
+            "agentd_engine_prefix_cached_prompt_tokens", "Prompt tokens found in the engine's prefix cache since start",
+            ["model"], registry=self.registry,
+        )
+        self.prefix_hit_rate = Gauge(
+            "agentd_engine_prefix_cache_hit_rate", "Share of prompt tokens found in the engine's prefix cache",
+            ["model"], registry=self.registry,
+        )
         self.active_sequences = Gauge(
             "agentd_engine_active_sequences", "Sequences an engine is generating", ["model"],
             registry=self.registry,
