@@ -204,7 +204,7 @@ class GrammarCompiler:
         try:
             compiled = self._compile(constraint)
         except (RuntimeError, ValueError, TypeError) as error:
-            raise ConstraintError(_xgrammar_reason(error)) from error
+            raise constraint_error(error) from error
         with self._lock:
             self._cache[key] = compiled
             if len(self._cache) > self._cache_size:

@@ -63,8 +63,7 @@ class OpenVINOEngine(TextEngine):
     supported_extras = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo"})
 
     def __init__(self, model_id: str, folder: str | Path, *, cache_dir: str | Path, adapter: str | Path | None = None,
-                 kv_cache_mb: float = 1024, max_batched_tokens: int = 256, threads: int | None = None,
-                 precision: str = "bf16", prefix_caching: bool = True):
+                 kv_cache_mb: float = 1024, max_batched_tokens: int = 256, precision: str = "bf16"):
         from transformers import AutoConfig, AutoTokenizer
 
         from pipelines.openvino_export import exported
@@ -73,7 +72,6 @@ class OpenVINOEngine(TextEngine):
         self.tokenizer = AutoTokenizer.from_pretrained(folder)
         config = AutoConfig.from_pretrained(folder)
         context = getattr(config, "max_position_embeddings", None) or 2048
-        self._vocab_size = int(config.vocab_size)
         # The KV cache's budget in blocks (the CPU plugin's are 32 tokens of f16 keys and values per layer):
         # requests beyond it wait in the scheduler's queue; one that could never fit is refused up front.
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -84,9 +82,8 @@ class OpenVINOEngine(TextEngine):
         self.info = EngineInfo(id=model_id, context_length=int(context),
                                meta={"path": str(folder), "backend": "openvino", "ir": str(self._ir)})
         self._eos_ids = stop_token_ids(self.tokenizer, folder)
-        self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length)
-        self._settings = {"max_batched_tokens": max_batched_tokens, "prefix_caching": prefix_caching,
-                          "threads": threads, "precision": precision}
+        self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length, int(config.vocab_size))
+        self._max_batched_tokens, self._precision = max_batched_tokens, precision
         self._pipe = self._build()
         self._grammars: dict[str, str] = {}
         self._grammar_lock = threading.Lock()
@@ -110,16 +107,13 @@ class OpenVINOEngine(TextEngine):
 
         scheduler = genai.SchedulerConfig()
         scheduler.num_kv_blocks = self._kv_blocks
-        scheduler.enable_prefix_caching = self._settings["prefix_caching"]  # agent steps and chat turns share theirs
+        scheduler.enable_prefix_caching = True  # agent steps and chat turns share their prefix
         scheduler.dynamic_split_fuse = True  # chunked prefill: a long prompt does not stall the batch
-        scheduler.max_num_batched_tokens = self._settings["max_batched_tokens"]
+        scheduler.max_num_batched_tokens = self._max_batched_tokens
         # bf16 where the CPU has it (1.8x the tokens/s of f32 at 16 streams here; a CPU without it runs
         # f32); f32 keeps greedy output equal to the transformers engine's (bf16 drifts within a few
         # tokens). The KV cache is f16 either way (u8, the plugin's default, drifts too).
-        properties: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self._settings["precision"],
-                                      "KV_CACHE_PRECISION": "f16"}
-        if self._settings["threads"]:
-            properties["INFERENCE_NUM_THREADS"] = self._settings["threads"]
+        properties = {"INFERENCE_PRECISION_HINT": self._precision, "KV_CACHE_PRECISION": "f16"}
         return genai.ContinuousBatchingPipeline(str(self._ir), scheduler, "CPU", properties)
 
     # -- the async side -------------------------------------------------------------------
@@ -130,12 +124,7 @@ class OpenVINOEngine(TextEngine):
     async def validate(self, request: GenerationRequest) -> int:
         if not self._native(request):
             return await (await self._transformers()).validate(request)
-        ids = self._prompts.ids(request)
-        if not ids:
-            raise EngineError("the prompt is empty", param="prompt")
-        vocabulary = self._vocab_size
-        if request.prompt_ids is not None and not all(0 <= i < vocabulary for i in ids):
-            raise EngineError(f"prompt: token ids must be in 0..{vocabulary - 1}", param="prompt")
+        ids = self._prompts.checked_ids(request)
         self._completion_budget(request, len(ids))
         if request.constraint is not None:
             # Checked here: a grammar OpenVINO fails on inside a step would take the whole batch with it.
@@ -216,12 +205,6 @@ class OpenVINOEngine(TextEngine):
     @property
     def active_sequences(self) -> int:
         return self._active + (self._fallback.active_sequences if self._fallback else 0)
-
-    def metrics(self) -> dict[str, float]:
-        """The scheduler's KV-cache use (shares of the budget)."""
-        found = self._pipe.get_metrics()
-        return {"cache_usage": found.cache_usage, "max_cache_usage": found.max_cache_usage,
-                "requests": found.requests, "scheduled_requests": found.scheduled_requests}
 
     async def close(self) -> None:
         with self._closing_lock:

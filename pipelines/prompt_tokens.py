@@ -11,10 +11,11 @@ from pipelines.engine import ContextLengthExceeded, EngineError, GenerationReque
 
 
 class PromptTokens:
-    def __init__(self, tokenizer: Any, model_id: str, context_length: int):
+    def __init__(self, tokenizer: Any, model_id: str, context_length: int, vocab_size: int):
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.context_length = context_length
+        self.vocab_size = vocab_size
         self._cache: dict[object, list[int]] = {}
         self._lock = threading.Lock()
 
@@ -33,6 +34,15 @@ class PromptTokens:
                 if len(self._cache) >= 256:
                     self._cache.pop(next(iter(self._cache)))
                 self._cache[key] = ids
+        return ids
+
+    def checked_ids(self, request: GenerationRequest) -> list[int]:
+        """The ids, refused (400) when there are none or a given id is not in the vocabulary."""
+        ids = self.ids(request)
+        if not ids:
+            raise EngineError("the prompt is empty", param="prompt")
+        if request.prompt_ids is not None and not all(0 <= i < self.vocab_size for i in ids):
+            raise EngineError(f"prompt: token ids must be in 0..{self.vocab_size - 1}", param="prompt")
         return ids
 
     def _tokenize(self, request: GenerationRequest) -> list[int]:

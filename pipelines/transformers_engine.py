@@ -105,13 +105,13 @@ class TransformersEngine(TextEngine):
         context = getattr(config, "max_position_embeddings", None) or 2048
         self.info = EngineInfo(id=model_id, context_length=int(context), meta={"path": str(folder)})
         self._eos_ids = stop_token_ids(self.tokenizer, folder)
-        self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length)
         self._grammars = GrammarCompiler(self.tokenizer, config.vocab_size, sorted(self._eos_ids))
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = min(self._eos_ids)
         self._max_batch = max_batch_size
         self._vocab_size = int(config.vocab_size)
+        self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length, self._vocab_size)
         self._speller = TokenSpeller(self.tokenizer)
         self._scorer = Scorer(
             self.model, self.tokenizer, context_length=self.info.context_length, pad_id=self._pad_id
@@ -129,11 +129,7 @@ class TransformersEngine(TextEngine):
 
     async def validate(self, request: GenerationRequest) -> int:
         self.check_extras(request.params)
-        ids = self._prompts.ids(request)
-        if not ids:
-            raise EngineError("the prompt is empty", param="prompt")
-        if request.prompt_ids is not None and not all(0 <= i < self._vocab_size for i in ids):
-            raise EngineError(f"prompt: token ids must be in 0..{self._vocab_size - 1}", param="prompt")
+        ids = self._prompts.checked_ids(request)
         bad = [i for i, _ in request.params.logit_bias if not 0 <= i < self._vocab_size]
         if bad:
             raise EngineError(f"logit_bias: token id {bad[0]} is not in this model's vocabulary "
