@@ -1,5 +1,6 @@
 """The CPU engine at vLLM-CPU's speed: OpenVINO GenAI's continuous-batching pipeline (paged KV cache,
-prefix caching, chunked prefill, a KV-cache budget), fed and read as token ids.
+prefix caching, chunked prefill, a KV-cache budget), fed and read as token ids, in a worker process of
+its own (openvino_worker: its Python binding holds the GIL through every step).
 
 Why not our own loop: an eager transformers forward alone is 0.4–0.8× of vLLM-CPU on this machine
 (MEASURED.md), whatever the loop around it; OpenVINO's scheduler and kernels reach vLLM-CPU's level.
@@ -20,12 +21,17 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import queue
 import random
 import re
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +56,10 @@ def _older_ebnf(text: str) -> str:
 @dataclass(eq=False)
 class _Sequence(QueuedSequence):
     grammar: str | None = None
-    handle: Any = None
+    request_id: int | None = None  # its request in the worker's pipeline, while it has one
     restarts: int = 0
+    cached_upto: int = 0  # prompt tokens already in the prefix cache, put there chunk by chunk
+    warming_upto: int = 0  # while a chunk prefills: the end of the prefix its one-token request holds
 
     def fail(self, error: EngineError) -> None:
         self.finished = True
@@ -63,7 +71,7 @@ class OpenVINOEngine(TextEngine):
     supported_extras = frozenset({"presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo"})
 
     def __init__(self, model_id: str, folder: str | Path, *, cache_dir: str | Path, adapter: str | Path | None = None,
-                 kv_cache_mb: float = 1024, max_batched_tokens: int = 256, precision: str = "bf16"):
+                 kv_cache_mb: float = 1024, max_batched_tokens: int = 256, prefill_chunk: int = 32, precision: str = "bf16"):
         from transformers import AutoConfig, AutoTokenizer
 
         from pipelines.openvino_export import exported
@@ -84,7 +92,9 @@ class OpenVINOEngine(TextEngine):
         self._eos_ids = stop_token_ids(self.tokenizer, folder)
         self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length, int(config.vocab_size))
         self._max_batched_tokens, self._precision = max_batched_tokens, precision
-        self._pipe = self._build()
+        # A long prompt joining decoding streams is prefilled this many tokens a step (see _start).
+        self._prefill_chunk = max(_BLOCK_TOKENS, prefill_chunk - prefill_chunk % _BLOCK_TOKENS)
+        self._spawn()
         self._grammars: dict[str, str] = {}
         self._grammar_lock = threading.Lock()
         self._ids = itertools.count()
@@ -98,23 +108,34 @@ class OpenVINOEngine(TextEngine):
         # cache keeps them: OpenVINO reports the cache's use, not its hits, so they are counted here.
         self._seen_blocks: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._prefix_hits = self._prefix_total = 0
+        self.prefill_chunks = 0  # chunks of long prompts prefilled beside decoding streams
+        self.pipeline_steps, self.pipeline_seconds = 0, 0.0  # the worker's steps and the time inside them
+        self._by_request: dict[int, _Sequence] = {}
         self._fallback_lock = threading.Lock()
         self._worker = threading.Thread(target=self._run, name=f"engine-{model_id}", daemon=True)
         self._worker.start()
 
-    def _build(self) -> Any:
-        import openvino_genai as genai
-
-        scheduler = genai.SchedulerConfig()
-        scheduler.num_kv_blocks = self._kv_blocks
-        scheduler.enable_prefix_caching = True  # agent steps and chat turns share their prefix
-        scheduler.dynamic_split_fuse = True  # chunked prefill: a long prompt does not stall the batch
-        scheduler.max_num_batched_tokens = self._max_batched_tokens
-        # bf16 where the CPU has it (1.8x the tokens/s of f32 at 16 streams here; a CPU without it runs
-        # f32); f32 keeps greedy output equal to the transformers engine's (bf16 drifts within a few
-        # tokens). The KV cache is f16 either way (u8, the plugin's default, drifts too).
-        properties = {"INFERENCE_PRECISION_HINT": self._precision, "KV_CACHE_PRECISION": "f16"}
-        return genai.ContinuousBatchingPipeline(str(self._ir), scheduler, "CPU", properties)
+    def _spawn(self) -> None:
+        """Starts the worker process (see openvino_worker) and waits until its pipeline is built."""
+        settings = {"ir": str(self._ir), "kv_blocks": self._kv_blocks, "max_batched_tokens": self._max_batched_tokens,
+                    # bf16 where the CPU has it (1.8x the tokens/s of f32 at 16 streams here; a CPU without
+                    # it runs f32); f32 keeps greedy output equal to the transformers engine's (bf16 drifts
+                    # within a few tokens). The KV cache is f16 either way (u8, the default, drifts too).
+                    "properties": {"INFERENCE_PRECISION_HINT": self._precision, "KV_CACHE_PRECISION": "f16"}}
+        ours, theirs = socket.socketpair()
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        self._process = subprocess.Popen([sys.executable, "-m", "pipelines.openvino_worker", str(theirs.fileno()),
+                                          json.dumps(settings)], pass_fds=[theirs.fileno()], env=env)
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        try:
+            ready = self._conn.recv()
+        except (EOFError, OSError):
+            ready = ("error", f"the worker process exited with {self._process.wait()}")
+        if ready[0] != "ready":
+            self._conn.close()
+            raise RuntimeError(f"the OpenVINO pipeline could not start: {ready[1]}")
 
     # -- the async side -------------------------------------------------------------------
 
@@ -223,19 +244,12 @@ class OpenVINOEngine(TextEngine):
         while not self._closing:
             self._admit(block=not self._live)
             for seq in self._live:
-                if seq.cancelled and seq.handle is not None:
-                    seq.handle.cancel()  # its cache blocks are freed at the next step
+                if seq.cancelled and seq.request_id is not None:
+                    self._cancel(seq)  # its cache blocks are freed at the worker's next step
             self._live = [s for s in self._live if not s.done]
-            if self._live or self._pipe.has_non_finished_requests():
-                try:
-                    self._pipe.step()
-                except Exception:  # noqa: BLE001 - the pipeline is unusable after a failed step
-                    log.exception("generation step failed; rebuilding the pipeline")
-                    self._recover()
-                    continue
-                for seq in self._live:
-                    self._read(seq)
             self._active = len(self._live)
+            if self._live:
+                self._receive()
         for seq in self._live:
             if not seq.done:
                 seq.fail(self._unloaded())
@@ -245,6 +259,16 @@ class OpenVINOEngine(TextEngine):
                 if seq is not None and not seq.done:
                     seq.fail(self._unloaded())
         self._active = 0
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(("close",))
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        self._conn.close()
 
     def _admit(self, block: bool) -> None:
         while True:
@@ -257,6 +281,70 @@ class OpenVINOEngine(TextEngine):
                 return
             if not seq.done:
                 self._submit(seq)
+
+    def _receive(self) -> None:
+        """Reads one message of the worker's (a second without one returns, to notice cancellations)."""
+        try:
+            if not self._conn.poll(1.0):
+                return
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            log.error("%s: the OpenVINO worker process died (exit %s); starting another",
+                      self.info.id, self._process.poll())
+            self._restart()
+            return
+        if message[0] == "reset":
+            log.error("%s: a generation step failed (%s); the pipeline was rebuilt", self.info.id, message[1])
+            self._recover()
+        else:
+            self._take_step(*message[1:])
+
+    def _take_step(self, outputs: list[tuple[int, list[int], bool]], refused: list[tuple[int, str]],
+                   seconds: float) -> None:
+        """What one of the worker's steps produced: tokens to deliver, chunks done, requests refused."""
+        self.pipeline_steps, self.pipeline_seconds = self.pipeline_steps + 1, self.pipeline_seconds + seconds
+        for request_id, error in refused:
+            if (seq := self._by_request.pop(request_id, None)) is not None:
+                seq.fail(EngineError(f"generation failed: {error}", status=500))
+        for request_id, tokens, finished in outputs:
+            seq = self._by_request.get(request_id)
+            if seq is None:
+                continue  # cancelled on our side already
+            if finished:
+                del self._by_request[request_id]
+                seq.request_id = None
+            if seq.warming_upto:
+                if finished:  # the chunk is in the prefix cache: the next one, or the request itself
+                    seq.cached_upto = seq.warming_upto
+                    self._start(seq)
+                continue
+            for token in tokens:
+                self._accept(seq, token)
+                if seq.done:
+                    break
+            if seq.done and not finished:
+                self._cancel(seq)  # a stop string or our token limit ended it, not the pipeline
+            elif finished and not seq.done:
+                seq.finish("length", seq.accumulator.flush())  # the pipeline ended it without a stop token
+
+    def _cancel(self, seq: _Sequence) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(("cancel", seq.request_id))
+        self._by_request.pop(seq.request_id, None)
+        seq.request_id = None
+
+    def _restart(self) -> None:
+        """A new worker process after the last one died; the live sequences go on as after a failed step."""
+        self._conn.close()
+        try:
+            self._spawn()
+        except RuntimeError as error:
+            log.error("%s: %s", self.info.id, error)
+            for seq in self._live:
+                seq.fail(EngineError(f"the OpenVINO pipeline is unavailable: {error}", status=503))
+            self._live, self._by_request = [], {}
+            return
+        self._recover()
 
     @property
     def prefix_cache(self) -> tuple[int, int]:
@@ -276,55 +364,52 @@ class OpenVINOEngine(TextEngine):
         self._prefix_total += len(ids)
 
     def _submit(self, seq: _Sequence) -> None:
-        import numpy as np
-        import openvino as ov
-
         if seq.restarts == 0:
             self._count_prefix(seq.prompt_ids)
-
-        # A sequence submitted again after a failed step goes on from the tokens it has.
-        ids = np.array([seq.prompt_ids + seq.generated], dtype=np.int64)
-        try:
-            seq.handle = self._pipe.add_request(next(self._ids), ov.Tensor(ids), self._config(seq))
-        except Exception as error:  # noqa: BLE001 - this request's failure only
-            log.exception("the pipeline refused a request")
-            seq.fail(EngineError(f"generation failed: {error}", status=500))
-            return
         self._live.append(seq)
+        self._start(seq)
 
-    def _config(self, seq: _Sequence) -> Any:
-        import openvino_genai as genai
+    def _start(self, seq: _Sequence) -> None:
+        """Hands the sequence to the pipeline, or, while other streams decode, the next chunk of its prompt.
 
-        params = seq.request.params
-        config = genai.GenerationConfig()
-        config.max_new_tokens = seq.max_tokens - seq.completion_tokens
-        config.stop_token_ids = set(self._eos_ids)
-        if params.temperature > _GREEDY_BELOW:
-            config.do_sample = True
-            config.temperature = params.temperature
-            config.top_p = params.top_p
-            config.top_k = 0
-            config.rng_seed = params.seed if params.seed is not None else random.getrandbits(31)
+        The pipeline's prefill budget per step is fixed when it is built, and one budget cannot serve both
+        loads: a small one doubles TTFT when many short prompts arrive at once, a large one stalls running
+        streams while a long prompt prefills. So the budget stays large, and a long prompt that joins
+        running streams goes in growing prefixes, each a one-token request whose blocks stay in the prefix
+        cache, so that every step prefills one chunk beside the others' decoding; the request itself then
+        finds its prompt cached."""
+        ids = seq.prompt_ids + seq.generated  # after a failed step it goes on from the tokens it has
+        seq.warming_upto = 0
+        others_decoding = any(other is not seq and other.completion_tokens and not other.done for other in self._live)
+        # A prompt of a few chunks goes whole (one step of it costs less than the chunks' extra requests);
+        # a longer one goes chunk by chunk down to its last.
+        uncached = len(ids) - seq.cached_upto
+        chunking = seq.cached_upto > 0 or uncached > 4 * self._prefill_chunk
+        if others_decoding and chunking and uncached > self._prefill_chunk:
+            seq.warming_upto = seq.cached_upto + self._prefill_chunk
+            self.prefill_chunks += 1
+            ids = ids[:seq.warming_upto]
+            config: dict[str, Any] = {"max_new_tokens": 1, "do_sample": False}
         else:
-            config.do_sample = False
+            config = self._config(seq)
+        seq.request_id = next(self._ids)
+        self._by_request[seq.request_id] = seq
+        try:
+            self._conn.send(("add", seq.request_id, ids, config))
+        except OSError:
+            pass  # the worker is gone: the next read finds out and restarts it
+
+    def _config(self, seq: _Sequence) -> dict[str, Any]:
+        """The request's GenerationConfig, as the fields the worker sets on one."""
+        params = seq.request.params
+        config: dict[str, Any] = {"max_new_tokens": seq.max_tokens - seq.completion_tokens,
+                                  "stop_token_ids": sorted(self._eos_ids), "do_sample": False}
+        if params.temperature > _GREEDY_BELOW:
+            seed = params.seed if params.seed is not None else random.getrandbits(31)
+            config.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0, rng_seed=seed)
         if seq.grammar is not None:
-            config.structured_output_config = genai.StructuredOutputConfig(grammar=seq.grammar)
+            config["grammar"] = seq.grammar
         return config
-
-    def _read(self, seq: _Sequence) -> None:
-        import openvino_genai as genai
-
-        while not seq.done and seq.handle.can_read():
-            for output in seq.handle.read().values():
-                for token in output.generated_ids:
-                    self._accept(seq, int(token))
-                    if seq.done:
-                        break
-        if seq.done:
-            if seq.handle.get_status() == genai.GenerationStatus.RUNNING:
-                seq.handle.cancel()  # a stop string or our token limit ended it, not the pipeline
-        elif seq.handle.get_status() != genai.GenerationStatus.RUNNING and not seq.handle.can_read():
-            seq.finish("length", seq.accumulator.flush())  # the pipeline ended it without a stop token
 
     def _accept(self, seq: _Sequence, token: int) -> None:
         seq.completion_tokens += 1
@@ -341,12 +426,11 @@ class OpenVINOEngine(TextEngine):
             seq.send(TextDelta(text=text))
 
     def _recover(self) -> None:
-        """A fresh pipeline; live sequences go on from the tokens they have, once. A constrained one
-        cannot (its grammar state is lost with the pipeline) and fails, as does one that failed before."""
-        live, self._live = [s for s in self._live if not s.done], []
-        self._pipe = self._build()
+        """After the pipeline was rebuilt: live sequences go on from the tokens they have, once. A constrained
+        one cannot (its grammar state is lost with the pipeline) and fails, as does one that failed before."""
+        live, self._live, self._by_request = [s for s in self._live if not s.done], [], {}
         for seq in live:
-            seq.handle = None
+            seq.request_id, seq.cached_upto = None, 0
             if seq.grammar is not None or seq.restarts >= 1:
                 seq.fail(EngineError("generation failed inside the OpenVINO pipeline", status=500))
                 continue

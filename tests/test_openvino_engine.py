@@ -132,6 +132,26 @@ def test_a_shared_prefix_reused_from_the_cache_gives_the_same_text(openvino, ref
     assert cached - cached_before >= 0.4 * (total - total_before)
 
 
+def test_a_long_prompt_joining_decoding_streams_is_prefilled_in_chunks_and_says_the_same(openvino):
+    history = " ".join(f"Entry {i}: parcel {700 + i} was signed for at the front desk." for i in range(50))
+    joiner = ask(f"{history}\nWhich parcel was entry 7?", 12)
+
+    async def scenario():
+        alone = await collect(openvino, joiner)
+        running = asyncio.Event()
+        streams = [asyncio.create_task(collect(openvino, ask(q, 48), running, after=2)) for q in QUESTIONS[:3]]
+        await running.wait()
+        chunks_before = openvino.prefill_chunks
+        joined = await collect(openvino, joiner)
+        await asyncio.gather(*streams)
+        return alone, joined, openvino.prefill_chunks - chunks_before
+
+    alone, joined, chunks = asyncio.run(scenario())
+    assert joined == alone
+    # ≈ 800 prompt tokens, 32 a step while the others decode (the last few chunks with the request).
+    assert chunks >= 8, chunks
+
+
 def test_more_than_the_kv_budget_waits_its_turn_and_what_never_fits_is_refused(folder):
     small = OpenVINOEngine("ov-small", folder, cache_dir=DATA_DIR / "openvino", kv_cache_mb=6, precision="f32")
     try:
@@ -174,6 +194,25 @@ def test_a_closed_stream_leaves_the_pipeline_and_frees_its_blocks(folder):
         assert tokens > 0 and reason in ("stop", "length")
     finally:
         asyncio.run(small.close())
+
+
+def test_a_crashed_worker_process_is_replaced_and_the_stream_goes_on(folder):
+    engine = OpenVINOEngine("ov-crash", folder, cache_dir=DATA_DIR / "openvino", kv_cache_mb=64, precision="f32")
+
+    async def scenario():
+        alone = await collect(engine, ask(QUESTIONS[0], 24))
+        decoding = asyncio.Event()
+        running = asyncio.create_task(collect(engine, ask(QUESTIONS[0], 24), decoding, after=2))
+        await decoding.wait()
+        engine._process.kill()  # as a crash inside OpenVINO would end it
+        return alone, await asyncio.wait_for(running, 120), await collect(engine, ask(QUESTIONS[1], 8))
+
+    try:
+        alone, resumed, after = asyncio.run(scenario())
+        assert resumed == alone  # it went on from the tokens it had, in the new worker
+        assert after[2] > 0
+    finally:
+        asyncio.run(engine.close())
 
 
 def test_logprobs_are_served_by_the_transformers_engine_behind_it(openvino):
