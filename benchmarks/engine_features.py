@@ -52,12 +52,13 @@ async def stream(engine, request) -> tuple[float, list[float], int]:
     return arrivals[0] - start, arrivals, tokens
 
 
-def build(name: str, prefill_chunk: int):
+def build(name: str, prefill_chunk: int | None = None):
     folder = embedded_model_folder(DATA_DIR)
     if name == "openvino":
         from pipelines.openvino_engine import OpenVINOEngine
 
-        return OpenVINOEngine(name, folder, cache_dir=DATA_DIR / "openvino", prefill_chunk=prefill_chunk)
+        chunking = {} if prefill_chunk is None else {"prefill_chunk": prefill_chunk}
+        return OpenVINOEngine(name, folder, cache_dir=DATA_DIR / "openvino", **chunking)
     from pipelines.transformers_engine import TransformersEngine
 
     return TransformersEngine(name, folder, dtype="float32")
@@ -105,7 +106,7 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))] if values else float("nan")
 
 
-async def measure(name: str, prefill_chunk: int) -> dict[str, float]:
+async def measure(name: str, prefill_chunk: int | None) -> dict[str, float]:
     started = time.perf_counter()
     engine = await asyncio.to_thread(build, name, prefill_chunk)
     ttft, _, _ = await stream(engine, chat("Hi!", 1))
@@ -127,8 +128,9 @@ async def measure(name: str, prefill_chunk: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="transformers,openvino")
-    parser.add_argument("--prefill-chunk", type=int, default=64,
-                        help="the openvino engine's prefill tokens a step for a prompt joining decoding streams")
+    parser.add_argument("--prefill-chunk", type=int, default=None,
+                        help="the openvino engine's prefill tokens a step for a prompt joining decoding streams "
+                             "(default: the engine's, 32)")
     args = parser.parse_args()
     rows = {name: asyncio.run(measure(name, args.prefill_chunk)) for name in args.engines.split(",")}
     names = list(rows)

@@ -4,8 +4,8 @@ transformers engine) and after (the openvino engine).
 N streams start together on the embedded model and each decodes 64 tokens, greedy. The engine's worker
 methods are wrapped with timers (the engine itself is unchanged), so each step splits into:
 - transformers engine: the model's forward (and, from torch.profiler over the same steps, how much of
-  it is matrix arithmetic at all), picking tokens and delivering text (sampling, detokenising, stop
-  strings: `_advance`), and the rest of the step (masks, positions, padding dropped when a row leaves);
+  it is matrix arithmetic at all), and picking tokens and delivering text (sampling, detokenising,
+  stop strings: `_advance`);
 - openvino engine: the pipeline's step (OpenVINO's scheduler, paged-attention model and sampler, in
   C++, timed in the worker process) and ours in the server's process (reading the step's tokens,
   detokenising, stop strings, delivery), which overlaps the worker's next step.
@@ -72,7 +72,7 @@ async def run_streams(engine, streams: int) -> float:
 
 
 async def profile_transformers(streams: int) -> dict[str, float]:
-    engine = await asyncio.to_thread(build, "transformers", 64)
+    engine = await asyncio.to_thread(build, "transformers")
     try:
         await run_streams(engine, streams)  # warm-up
         timers = Timers()
@@ -85,7 +85,6 @@ async def profile_transformers(streams: int) -> dict[str, float]:
                "step ms": 1000 * timers.seconds["decode step"] / steps,
                "model ms": 1000 * timers.seconds["forward"] / steps,
                "ours ms (pick tokens, detokenise, deliver)": 1000 * timers.seconds["pick and deliver"] / steps}
-        row["rest of step ms"] = row["step ms"] - row["model ms"] - row["ours ms (pick tokens, detokenise, deliver)"]
         row["matrix arithmetic share of the model"] = await asyncio.to_thread(_matrix_share, engine, streams)
         return row
     finally:
@@ -113,7 +112,7 @@ def _matrix_share(engine, streams: int) -> float:
 
 
 async def profile_openvino(streams: int) -> dict[str, float]:
-    engine = await asyncio.to_thread(build, "openvino", 64)
+    engine = await asyncio.to_thread(build, "openvino")
     try:
         await run_streams(engine, streams)  # warm-up
         timers = Timers()

@@ -47,6 +47,10 @@ class Constraint:
         ``json_schema``: a JSON document matching ``schema``.
         ``tagged_json``: free text, but whatever follows ``trigger`` must be ``schema`` JSON
         closed by ``end`` (how a model calls tools when it may also answer in words).
+
+    lengths_advisory: the schema's long string bounds (maxLength) guard against a model that
+    rambles, they are not a contract: an engine that cannot enforce them cheaply may leave such
+    strings to max_tokens (the openvino engine does; the agents' own step schemas say so).
     """
 
     kind: Literal["json_object", "json_schema", "tagged_json"]
@@ -54,6 +58,7 @@ class Constraint:
     trigger: str = ""
     end: str = ""
     stop_after_first: bool = False
+    lengths_advisory: bool = False
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import logging
 import os
 import queue
 import random
-import re
 import socket
 import subprocess
 import sys
@@ -35,8 +34,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from pipelines.decoding import TextAccumulator, constraint_error, grammar_of
+from pipelines.decoding import TextAccumulator, constraint_error
 from pipelines.engine import Constraint, EngineError, EngineInfo, GenerationRequest, TextDelta, TextEngine
+from pipelines.openvino_grammar import Unsupported, openvino_grammar
 from pipelines.prompt_tokens import PromptTokens, stop_token_ids
 from pipelines.sequences import QueuedSequence, outbox_deltas
 
@@ -44,15 +44,6 @@ log = logging.getLogger(__name__)
 
 _BLOCK_TOKENS = 32
 _GREEDY_BELOW = 1e-6  # a smaller temperature overflows the scaled logits: it means greedy, as in our loop
-_UNBOUNDED = re.compile(r"\{(\d+), -1\}")
-
-
-def _older_ebnf(text: str) -> str:
-    """Our xgrammar's EBNF in the dialect of the older xgrammar inside OpenVINO GenAI, whose parser has no
-    `{n, -1}` (n or more) repetition."""
-    return _UNBOUNDED.sub(lambda m: {"0": "*", "1": "+"}.get(m[1], f"{{{m[1]},}}"), text)
-
-
 @dataclass(eq=False)
 class _Sequence(QueuedSequence):
     grammar: str | None = None
@@ -139,17 +130,19 @@ class OpenVINOEngine(TextEngine):
 
     # -- the async side -------------------------------------------------------------------
 
-    def _native(self, request: GenerationRequest) -> bool:
-        return not request.params.extras()
+    async def _serves(self, request: GenerationRequest) -> bool:
+        """Whether the pipeline serves this request, not the transformers engine behind it: not when it
+        uses a field OpenVINO lacks, nor when its grammar has a long string bound it must keep exactly."""
+        if request.params.extras():
+            return False
+        # Checked here: a grammar OpenVINO fails on inside a step would take the whole batch with it.
+        return request.constraint is None or await asyncio.to_thread(self._grammar, request.constraint) is not None
 
     async def validate(self, request: GenerationRequest) -> int:
-        if not self._native(request):
+        if not await self._serves(request):
             return await (await self._transformers()).validate(request)
         ids = self._prompts.checked_ids(request)
         self._completion_budget(request, len(ids))
-        if request.constraint is not None:
-            # Checked here: a grammar OpenVINO fails on inside a step would take the whole batch with it.
-            await asyncio.to_thread(self._grammar, request.constraint)
         return len(ids)
 
     def _completion_budget(self, request: GenerationRequest, prompt_tokens: int) -> int:
@@ -165,23 +158,28 @@ class OpenVINOEngine(TextEngine):
                               param="max_tokens" if request.params.max_tokens else "messages")
         return wanted
 
-    def _grammar(self, constraint: Constraint) -> str:
+    def _grammar(self, constraint: Constraint) -> str | None:
+        """The constraint in the pipeline's grammar dialect, or None when the pipeline cannot take it (see
+        openvino_grammar): the transformers engine behind it enforces that one."""
         key = json.dumps(dataclasses.asdict(constraint), sort_keys=True)
         with self._grammar_lock:
             if key in self._grammars:
                 return self._grammars[key]
         try:
-            text = _older_ebnf(str(grammar_of(constraint)))
+            grammar: str | None = openvino_grammar(constraint)
+        except Unsupported as reason:
+            log.info("%s: a constraint goes to the transformers engine: %s", self.info.id, reason)
+            grammar = None
         except (RuntimeError, ValueError, TypeError) as error:
             raise constraint_error(error) from error
         with self._grammar_lock:
             if len(self._grammars) >= 64:
                 self._grammars.pop(next(iter(self._grammars)))
-            self._grammars[key] = text
-        return text
+            self._grammars[key] = grammar
+        return grammar
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
-        if not self._native(request):
+        if not await self._serves(request):
             async for delta in (await self._transformers()).stream(request):
                 yield delta
             return

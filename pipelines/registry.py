@@ -288,10 +288,16 @@ class ModelRegistry:
                 spec.id, spec.location, upstream_model=spec.upstream_model, api_key=spec.api_key, relay=spec.relay
             )
         if (spec.backend or self._backend) == "openvino" and not spec.dtype:
-            from pipelines.openvino_engine import OpenVINOEngine
+            try:
+                from pipelines.openvino_engine import OpenVINOEngine
 
-            return OpenVINOEngine(spec.id, self._folder_of(spec), cache_dir=self._data_dir / "openvino",
-                                  adapter=spec.adapter, kv_cache_mb=self._kv_cache_mb, precision=self._precision)
+                return OpenVINOEngine(spec.id, self._folder_of(spec), cache_dir=self._data_dir / "openvino",
+                                      adapter=spec.adapter, kv_cache_mb=self._kv_cache_mb, precision=self._precision)
+            except Exception as error:  # noqa: BLE001 - the server's default engine; named for this model, it fails
+                if spec.backend == "openvino":
+                    raise
+                log.warning("%s: the openvino engine cannot serve it (%s: %s); serving it with transformers",
+                            spec.id, type(error).__name__, error)
         from pipelines.transformers_engine import TransformersEngine
 
         return TransformersEngine(spec.id, self._folder_of(spec), dtype=spec.dtype or self._dtype,

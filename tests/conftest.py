@@ -19,6 +19,10 @@ from pipelines.registry import ModelRegistry, ModelSpec
 
 DATA_DIR = Path(os.environ.get("AGENTD_TEST_DATA_DIR", Path(__file__).parent.parent / ".agentd"))
 MODEL = EMBEDDED_MODEL_ID
+# The engine the suite's servers and shared registry run: transformers unless AGENTD_ENGINE says openvino
+# (the server's default). Tests that pin model behaviour were written against transformers' fp32 greedy
+# output; tests/test_openvino_engine.py holds the openvino engine to it.
+ENGINE = os.environ.setdefault("AGENTD_ENGINE", "transformers")
 
 
 class RunningServer(BackgroundServer):
@@ -28,7 +32,7 @@ class RunningServer(BackgroundServer):
 
 @pytest.fixture(scope="session")
 def registry() -> Iterator[ModelRegistry]:
-    loaded = ModelRegistry([ModelSpec(id=MODEL, kind="embedded")], DATA_DIR)
+    loaded = ModelRegistry([ModelSpec(id=MODEL, kind="embedded")], DATA_DIR, backend=ENGINE)
     asyncio.run(loaded.load_all())
     assert loaded.ready, loaded.failures
     yield loaded

@@ -27,6 +27,12 @@ def test_serve_refuses_a_bad_model_path():
     assert result.exit_code != 0 and "config.json" in result.output
 
 
+def test_serve_refuses_an_unknown_engine_by_name(tmp_path):
+    result = runner.invoke(app, ["serve", "--engine", "tensorrt", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--engine" in result.output and "'openvino'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_tools_list_and_call(tmp_path):
     from pathlib import Path
 

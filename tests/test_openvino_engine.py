@@ -3,13 +3,15 @@ the KV-cache budget and the pipeline's own grammar must not change what a greedy
 
 import asyncio
 import dataclasses
+import re
 
 import httpx
 import pytest
 
 from pipelines.embedded import embedded_model_folder
 from pipelines.engine import Constraint, ConstraintError, EngineError, GenerationRequest, SamplingParams
-from pipelines.openvino_engine import OpenVINOEngine, _older_ebnf
+from pipelines.openvino_engine import OpenVINOEngine
+from pipelines.openvino_grammar import Unsupported, older_ebnf, openvino_grammar, relaxed_bounds
 from pipelines.registry import ModelRegistry, ModelSpec
 from pipelines.transformers_engine import TransformersEngine
 from tests.conftest import DATA_DIR, MODEL, RunningServer
@@ -235,7 +237,38 @@ def test_a_schema_that_cannot_be_enforced_is_refused_before_the_pipeline_sees_it
 
 
 def test_unbounded_repetition_is_written_for_the_older_grammar_parser():
-    assert _older_ebnf('a ::= b{0, -1} c{1, -1} d{3, -1} e{2, 5}') == "a ::= b* c+ d{3,} e{2, 5}"
+    assert older_ebnf('a ::= b{0, -1} c{1, -1} d{3, -1} e{2, 5}') == "a ::= b* c+ d{3,} e{2, 5}"
+
+
+def test_long_string_bounds_are_left_to_max_tokens_only_where_the_constraint_allows_it(openvino):
+    assert relaxed_bounds("a ::= [a-z]{0, 240} b{1, 100} c{0, 5} d{3, 64}") == "a ::= [a-z]* b+ c{0, 5} d{3,}"
+    note = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 60}}, "required": ["note"]}
+
+    def served_by_the_pipeline(constraint: Constraint) -> tuple[bool, str]:
+        steps = openvino.pipeline_steps
+        text, _, _ = asyncio.run(collect(openvino, ask("Write a note about the sea as JSON.", 40, constraint)))
+        return openvino.pipeline_steps > steps, text
+
+    # A user's maxLength is a contract: the transformers engine behind it enforces it exactly.
+    by_pipeline, text = served_by_the_pipeline(Constraint("json_schema", note))
+    assert not by_pipeline and text.startswith('{"note": "')
+    # An agent's bound only guards against rambling: the pipeline serves it, with max_tokens as the bound.
+    by_pipeline, text = served_by_the_pipeline(Constraint("json_schema", note, lengths_advisory=True))
+    assert by_pipeline and text.startswith('{"note": "')
+
+
+def test_a_pattern_becomes_rules_the_pipeline_parses_and_its_output_matches(openvino):
+    reference = {"type": "object", "properties": {"ref": {"type": "string", "pattern": r"^#E[0-9]+(\.[a-z]+)?$"}},
+                 "required": ["ref"]}
+    grammar = openvino_grammar(Constraint("json_schema", reference))
+    assert "Regex(" not in grammar and "regex_0 ::=" in grammar
+    with pytest.raises(Unsupported):  # a wildcard could write a quote into the JSON string
+        openvino_grammar(Constraint("json_schema", {"type": "string", "pattern": "^a.b$"}))
+
+    steps = openvino.pipeline_steps
+    text, _, _ = asyncio.run(collect(openvino, ask("Refer to the first result.", 24, Constraint("json_schema", reference))))
+    assert openvino.pipeline_steps > steps
+    assert re.fullmatch(r'\{"ref": "#E[0-9]+(\.[a-z]+)?"\}', text), text
 
 
 def test_a_server_with_the_openvino_engine_streams_chat_and_tool_calls(tmp_path):

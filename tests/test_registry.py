@@ -119,3 +119,19 @@ async def test_models_offered_while_the_startup_models_load_do_not_stop_that_loa
         assert "deployed" not in registry.engines and "fine-tuned" not in registry.engines  # they load themselves
     finally:
         await registry.close()
+
+
+def test_a_model_the_default_openvino_engine_cannot_load_is_served_by_transformers(tiny, tmp_path):
+    (tmp_path / "openvino").write_text("not a folder")  # the IR cache cannot be made: the export fails
+    specs = [ModelSpec(id="tiny", kind="local", location=str(tiny))]
+    fallback = ModelRegistry(specs, tmp_path, backend="openvino")
+    asyncio.run(fallback.load_all())
+    try:
+        assert fallback.ready, fallback.failures
+        assert fallback.engines["tiny"].info.meta.get("backend") != "openvino"
+    finally:
+        asyncio.run(fallback.close())
+    # Named for the model, the openvino engine is what it gets, or its load fails with the reason.
+    named = ModelRegistry([ModelSpec(id="tiny", kind="local", location=str(tiny), backend="openvino")], tmp_path)
+    asyncio.run(named.load_all())
+    assert "tiny" in named.failures and not named.engines

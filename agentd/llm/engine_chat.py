@@ -21,7 +21,9 @@ class EngineChatModel(ChatModel):
 
     async def _generate(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
                         schema: dict[str, Any] | None = None, on_delta: TextCallback | None = None) -> str:
-        constraint = Constraint("json_schema", schema) if schema is not None and self.constrained else None
+        # The step and plan schemas bound strings to keep a small model from rambling, not as a contract.
+        constraint = (Constraint("json_schema", schema, lengths_advisory=True)
+                      if schema is not None and self.constrained else None)
         request = GenerationRequest(params=SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=0),
                                     messages=tuple(_flatten(messages)), constraint=constraint)
         await self.engine.validate(request)

@@ -1,7 +1,8 @@
 """Agent competence: 141 plain-language requests over agentd's tools, scored without a model.
 
     .venv/bin/python benchmarks/agent_tasks/run.py [--agents react,rewoo,planner] [--adapter on|off|both]
-        [--backends constrained[,unconstrained]] [--limit N] [--every K] [--concurrency 8] [--max-steps 4]
+        [--backends constrained[,unconstrained]] [--engine transformers|openvino] [--limit N] [--every K]
+        [--concurrency 8] [--max-steps 4]
         [--time-limit-s 3600] [--details runs.jsonl]
 
 Every agent type runs every request in tasks.jsonl on the embedded SmolLM2-135M, with the
@@ -104,7 +105,7 @@ async def main(args: argparse.Namespace) -> None:
     if not settings:
         return
     specs = [ModelSpec(id=EMBEDDED_MODEL_ID, kind="embedded")] + [spec for _, spec, _ in settings if spec]
-    models = ModelRegistry(specs, DATA_DIR)
+    models = ModelRegistry(specs, DATA_DIR, backend=args.engine)
     await models.load_all()
     work = Path(tempfile.mkdtemp(prefix="agent-tasks-"))
     world = await prepare(work)
@@ -175,6 +176,8 @@ if __name__ == "__main__":
     parser.add_argument("--adapter", choices=("on", "off", "both"), default="both",
                         help="think with the tool-use adapter, without it, or both")
     parser.add_argument("--backends", default="constrained", help="constrained and/or unconstrained decoding")
+    parser.add_argument("--engine", choices=("transformers", "openvino"), default="transformers",
+                        help="the engine the embedded model and its adapter run on")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--every", type=int, default=1, help="take every k-th task (a sample across all kinds)")
     parser.add_argument("--concurrency", type=int, default=8)
