@@ -25,7 +25,7 @@ from agentd.agents.runtime import AGENT_TYPES
 from agentd.deployments.model import Deployment, DeploymentError
 from agentd.jobs import QUEUED, RUNNING, SUCCEEDED, Job, JobStore
 from agentd.jobs.evaluate import EvaluationRequestError, ServedModels
-from agentd.jobs.fine_tune import FineTuneRequestError, fine_tuned_model_id
+from agentd.jobs.fine_tune import FineTuneRequestError, count_examples, fine_tuned_model_id, training_params
 from evaluation.tasks.loader import builtin_tasks
 from pipelines.embedded import EMBEDDED_MODEL_ID
 from pipelines.registry import ModelSpec
@@ -67,9 +67,12 @@ class StandInJobs:
         if model not in BASE_MODELS:
             raise FineTuneRequestError(f"model {model!r} cannot be fine-tuned here; base models: "
                                        f"{', '.join(BASE_MODELS)}", param="model")
-        self._check_file(training_file)
-        params = {"model": model, "training_file": str(training_file), "suffix": suffix,
-                  "training": {"hyperparameters": hyperparameters or {}}}
+        paths = self._check_file(training_file)
+        # The training configuration as the real service records it (the workflow reports it back), with
+        # its "auto" values and its refusals of unknown or invalid hyperparameters.
+        training = training_params(Path("stand-in") / model, paths, [], hyperparameters, None,
+                                   n_examples=count_examples(paths))
+        params = {"model": model, "training_file": str(training_file), "suffix": suffix, "training": training}
         job = self.store.create("fine_tune", params, status=QUEUED, prefix="ftjob")
         self.store.transition(job.id, QUEUED, RUNNING, "training started")
         self.store.set_progress(job.id, {"step": 30, "total_steps": 30, "loss": 0.41})
@@ -77,19 +80,20 @@ class StandInJobs:
             "fine_tuned_model": fine_tuned_model_id(model, job.id, suffix), "final_loss": 0.41, "steps": 30})
         return self.store.get(job.id)
 
-    def _check_file(self, training_file: str | Path | Sequence[Path]) -> None:
+    def _check_file(self, training_file: str | Path | Sequence[Path]) -> list[Path]:
         if isinstance(training_file, str) and training_file.startswith("file-"):
             try:
-                self.file_store.path(training_file)
+                return [self.file_store.path(training_file)]
             except FileNotFound:
                 raise FineTuneRequestError(f"no file with id {training_file!r}; upload it with purpose "
                                            "'fine-tune' first", param="training_file") from None
-            return
-        paths = [training_file] if isinstance(training_file, str | Path) else list(training_file)
+        named = [training_file] if isinstance(training_file, str | Path) else list(training_file)
+        paths = [Path(path).expanduser() for path in named]
         for path in paths:
-            if not Path(path).expanduser().is_file():
+            if not path.is_file():
                 raise FineTuneRequestError(f"no file with id {str(path)!r}; upload it with purpose "
                                            "'fine-tune' first", param="training_file")
+        return paths
 
     async def create_evaluation(self, *, models: Sequence[str | dict[str, Any]], tasks: Sequence[str | dict[str, Any]],
                                 config: dict[str, Any] | None = None, **_: Any) -> Job:
