@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import functools
 import sys
 import time
@@ -71,10 +72,18 @@ async def run_streams(engine, streams: int) -> float:
     return time.perf_counter() - started
 
 
-async def profile_transformers(streams: int) -> dict[str, float]:
-    engine = await asyncio.to_thread(build, "transformers")
+@contextlib.asynccontextmanager
+async def warmed_up(name: str, streams: int):
+    engine = await asyncio.to_thread(build, name)
     try:
-        await run_streams(engine, streams)  # warm-up
+        await run_streams(engine, streams)  # warm-up: first-call allocations and kernels
+        yield engine
+    finally:
+        await engine.close()
+
+
+async def profile_transformers(streams: int) -> dict[str, float]:
+    async with warmed_up("transformers", streams) as engine:
         timers = Timers()
         timers.wrap(engine, "_decode", "decode step")
         timers.wrap(engine, "_advance", "pick and deliver", within="decode step")
@@ -87,8 +96,6 @@ async def profile_transformers(streams: int) -> dict[str, float]:
                "ours ms (pick tokens, detokenise, deliver)": 1000 * timers.seconds["pick and deliver"] / steps}
         row["matrix arithmetic share of the model"] = await asyncio.to_thread(_matrix_share, engine, streams)
         return row
-    finally:
-        await engine.close()
 
 
 def _matrix_share(engine, streams: int) -> float:
@@ -112,9 +119,7 @@ def _matrix_share(engine, streams: int) -> float:
 
 
 async def profile_openvino(streams: int) -> dict[str, float]:
-    engine = await asyncio.to_thread(build, "openvino")
-    try:
-        await run_streams(engine, streams)  # warm-up
+    async with warmed_up("openvino", streams) as engine:
         timers = Timers()
         timers.wrap(engine, "_take_step", "ours")
         steps_before, seconds_before = engine.pipeline_steps, engine.pipeline_seconds
@@ -125,8 +130,6 @@ async def profile_openvino(streams: int) -> dict[str, float]:
                "pipeline step ms (scheduler, model, sampler; worker process)": 1000 * inside / steps,
                "ours ms (pick tokens, detokenise, deliver)": 1000 * timers.seconds["ours"] / steps}
         return row
-    finally:
-        await engine.close()
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Three things in that text the older parser lacks or handles badly, rewritten her
   makes of the regex, when the regex cannot produce a character a JSON string must escape;
 - long bounded repetition (`maxLength`): the older compiler makes a parser state per repetition and a
   token mask per state (the 24 tools of an agent step, strings bounded at 240 characters, took 61 s to
-  compile; 2 s with the long bounds unbounded), so a long bound is left to max_tokens where the
+  compile; 2 s with the long bounds unbounded), so a bound over 128 is left to max_tokens where the
   constraint allows it (`Constraint.lengths_advisory`).
 What still cannot be written for it raises Unsupported: the transformers engine then enforces it.
 """
@@ -22,7 +22,8 @@ from pipelines.engine import Constraint
 
 _UNBOUNDED = re.compile(r"\{(\d+), -1\}")
 _BOUNDED = re.compile(r"\{(\d+), (\d+)\}")
-_LONGEST_BOUND = 32
+# Up to the agents' thought (120 characters: a small model otherwise thinks until max_tokens), ≈ 1 s more.
+_LONGEST_BOUND = 128
 _ESCAPED_QUESTION_MARK = re.compile(r"(?<!\\)((?:\\\\)*)\\\?")  # an odd number of backslashes, then ?
 _REGEX_MACRO = re.compile(r'Regex\("((?:[^"\\]|\\.)*)"(?:, json_string=(true|false))?\)')
 # What a regex may not contain to be safe inside a JSON string: a wildcard or negated class could
