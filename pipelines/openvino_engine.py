@@ -130,16 +130,20 @@ class OpenVINOEngine(TextEngine):
 
     # -- the async side -------------------------------------------------------------------
 
-    async def _serves(self, request: GenerationRequest) -> bool:
-        """Whether the pipeline serves this request, not the transformers engine behind it: not when it
-        uses a field OpenVINO lacks, nor when its grammar has a long string bound it must keep exactly."""
+    async def _route(self, request: GenerationRequest) -> tuple[bool, str | None]:
+        """Whether the pipeline serves this request (not the transformers engine behind it), and its grammar
+        there: not when it uses a field OpenVINO lacks, nor when its grammar has a long string bound it
+        must keep exactly."""
         if request.params.extras():
-            return False
-        # Checked here: a grammar OpenVINO fails on inside a step would take the whole batch with it.
-        return request.constraint is None or await asyncio.to_thread(self._grammar, request.constraint) is not None
+            return False, None
+        if request.constraint is None:
+            return True, None
+        # Written here, before any step: a grammar OpenVINO fails on inside a step would take the batch with it.
+        grammar = await asyncio.to_thread(self._grammar, request.constraint)
+        return grammar is not None, grammar
 
     async def validate(self, request: GenerationRequest) -> int:
-        if not await self._serves(request):
+        if not (await self._route(request))[0]:
             return await (await self._transformers()).validate(request)
         ids = self._prompts.checked_ids(request)
         self._completion_budget(request, len(ids))
@@ -179,14 +183,12 @@ class OpenVINOEngine(TextEngine):
         return grammar
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[TextDelta]:
-        if not await self._serves(request):
+        native, grammar = await self._route(request)
+        if not native:
             async for delta in (await self._transformers()).stream(request):
                 yield delta
             return
         prompt_ids = self._prompts.ids(request)
-        grammar = None
-        if request.constraint is not None:
-            grammar = await asyncio.to_thread(self._grammar, request.constraint)
         seq = _Sequence(request=request, prompt_ids=prompt_ids,
                         max_tokens=self._completion_budget(request, len(prompt_ids)),
                         accumulator=TextAccumulator(self.tokenizer, request.params.stop),
