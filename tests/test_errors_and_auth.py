@@ -141,7 +141,7 @@ def test_the_openapi_document_declares_the_errors_sent(http):
 def test_keyed_routes_declare_401(registry):
     guarded = start_server(registry, api_keys=["sesame"])
     try:
-        paths = httpx.get(f"{guarded.url}/openapi.json").json()["paths"]
+        paths = httpx.get(f"{guarded.url}/openapi.json", headers={"Authorization": "Bearer sesame"}).json()["paths"]
         assert "401" in paths["/v1/models"]["get"]["responses"] and "401" in paths["/v1/files"]["post"]["responses"]
         assert "401" not in paths["/health"]["get"]["responses"]
     finally:

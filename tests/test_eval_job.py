@@ -207,7 +207,7 @@ def test_the_leaderboard_endpoint_in_every_format(registry, tmp_path):
             assert png.headers["content-type"] == "image/png" and png.content[:8] == b"\x89PNG\r\n\x1a\n"
             bad = http.get("/v1/leaderboard", params={"format": "xml"}, headers=headers)
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "format"
-            document = http.get("/openapi.json").json()
+            document = http.get("/openapi.json", headers=headers).json()
             assert "image/png" in document["paths"]["/v1/leaderboard"]["get"]["responses"]["200"]["content"]
             # An agent model resolves to this very server's /v1, on the port it really listens on.
             target = jobs.model_target("agentd-react")

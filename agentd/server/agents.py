@@ -117,18 +117,24 @@ def _tool_choice(body: ChatCompletionRequest, server_tools: list[str]) -> str | 
     return {"name": name}
 
 
-async def create_agent_completion(body: ChatCompletionRequest, request: Request):
+async def start_agent_run(body: ChatCompletionRequest, request: Request, thread_id: str | None = None) -> AgentRun:
+    """The run a chat request to an agent model asks for (chat completions and responses both start
+    theirs here); `thread_id`, else the request's header or metadata, names the thread it continues."""
     _refuse_client_features(body)
     state = request.app.state
-    thread_id = request.headers.get(THREAD_HEADER) or (body.metadata or {}).get("thread_id")
+    thread_id = thread_id or request.headers.get(THREAD_HEADER) or (body.metadata or {}).get("thread_id")
     messages = agent_messages(body, request)
     tool_choice = _tool_choice(body, state.agents.tool_names(body.model))
     # Artifact links use the address the client reached, so a browser showing the answer can open them.
     base_url = f"{str(request.base_url).rstrip('/')}/v1"
     # Before any byte is sent: a model that is loading or failed is a 503 in the OpenAI shape.
-    run = await state.agents.start(body.model, messages, thread_id=thread_id, base_url=base_url,
-                                   tool_choice=tool_choice)
-    record = RequestRecord(state.metrics, "chat", body.model)
+    return await state.agents.start(body.model, messages, thread_id=thread_id, base_url=base_url,
+                                    tool_choice=tool_choice)
+
+
+async def create_agent_completion(body: ChatCompletionRequest, request: Request):
+    run = await start_agent_run(body, request)
+    record = RequestRecord(request.app.state.metrics, "chat", body.model)
     head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:
         response = sse_response(_chunks(run, head, record), record)
@@ -143,7 +149,7 @@ async def create_agent_completion(body: ChatCompletionRequest, request: Request)
 async def _completion(run: AgentRun, head: dict[str, Any]) -> dict[str, Any]:
     async for _ in run:
         pass
-    content = _final_text(run.steps[-1]) if run.steps else ""
+    content = final_text(run.steps[-1]) if run.steps else ""
     message = {"role": "assistant", "content": content,
                "reasoning_content": "\n".join(s.text() for s in run.steps if not isinstance(s, FinalAnswer)),
                "agent_steps": [s.to_dict() for s in run.steps]}
@@ -167,15 +173,15 @@ async def _chunks(run: AgentRun, head: dict[str, Any], record: RequestRecord) ->
             streamed += step.content
             yield chunk({"content": step.content})
         elif isinstance(step, FinalAnswer):
-            yield chunk({"content": _unsent(step.answer, streamed), "agent_step": step.to_dict()})
+            yield chunk({"content": unsent(step.answer, streamed), "agent_step": step.to_dict()})
         else:
             yield chunk({"reasoning_content": step.text() + "\n", "agent_step": step.to_dict()})
             if isinstance(step, (ApprovalRequired, RunFailed)):
-                yield chunk({"content": _unsent(_final_text(step), streamed)})
+                yield chunk({"content": unsent(final_text(step), streamed)})
     yield chunk({}, "stop")
 
 
-def _unsent(text: str, streamed: str) -> str:
+def unsent(text: str, streamed: str) -> str:
     """What of `text` the client has not been sent yet, after the answer pieces `streamed`."""
     if text.startswith(streamed):
         return text[len(streamed):]
@@ -183,7 +189,8 @@ def _unsent(text: str, streamed: str) -> str:
     return f"\n\n{text}" if streamed else text
 
 
-def _final_text(step: Step) -> str:
+def final_text(step: Step) -> str:
+    """What a run's last step says to the client as its answer."""
     if isinstance(step, FinalAnswer):
         return step.answer
     if isinstance(step, ApprovalRequired):

@@ -23,8 +23,9 @@ from agentd.jobs.service import JobService
 from agentd.server.agents import create_agent_completion, run_routes
 from agentd.server.chat import create_chat_completion
 from agentd.server.completions import create_completion
+from agentd.server.dashboard import dashboard_routes, login_form
 from agentd.server.deployments import deployment_router, install_deployment_errors
-from agentd.server.auth import BearerGuard, api_key_guard
+from agentd.server.auth import BearerGuard, RequireKey, api_key_guard
 from agentd.server.errors import install_error_handlers
 from agentd.server.evals import eval_router
 from agentd.server.files import file_router
@@ -34,6 +35,8 @@ from agentd.server.metrics import ServerMetrics
 from agentd.server.openapi import MODEL_ERRORS, describe_errors
 from agentd.server.own_url import OwnURL, RecordOwnURL
 from agentd.server.protocol import ChatCompletionRequest, CompletionRequest
+from agentd.server.response_store import ResponseStore
+from agentd.server.responses import response_routes
 from agentd.server.tools import tool_router
 from pipelines.embedded import EMBEDDED_MODEL_ID
 from pipelines.registry import ModelRegistry
@@ -113,6 +116,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         tools.add(workflow_tools)
     agents = AgentRuntime(tools, settings.data_dir, registry, agent_brain(settings, registry),
                           AgentLimits(max_steps=settings.agent_max_steps, time_limit_s=settings.agent_time_limit_s))
+    responses = ResponseStore(settings.data_dir / "responses.sqlite")
+    responses.mark_interrupted()
     mcp_endpoint, mcp_sessions = streamable_http(
         tools, loopback_only=settings.host in LOOPBACK and not settings.api_keys)
 
@@ -129,6 +134,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         await deployments.close()
         await jobs.close()
         await agents.close()
+        responses.close()
         if loading is not None:
             loading.cancel()
             await registry.close()
@@ -144,18 +150,21 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
     app.state.registry = registry
     app.state.tools = tools
     app.state.agents = agents
+    app.state.responses = responses
     app.state.jobs = jobs
     app.state.deployments = deployments
     app.state.metrics = ServerMetrics()
     install_error_handlers(app)
     install_deployment_errors(app)
     app.add_middleware(RecordOwnURL, own_url=own_url)
+    api_keys = accepted_api_keys(settings)
+    if api_keys:  # inside CORS (added next, so outside it): a refusal still carries the CORS headers
+        app.add_middleware(RequireKey, keys=api_keys, open_paths=("/health", "/ui/login"), refuse_page=login_form)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
 
-    api_keys = accepted_api_keys(settings)
     v1 = APIRouter(prefix="/v1", **api_key_guard(api_keys))
 
     @v1.get("/models")
@@ -177,6 +186,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
         return await create_chat_completion(body, request)  # leases the model: loads it on demand
 
     run_routes(v1)
+    response_routes(v1)
     fine_tuning_routes(v1)
     leaderboard_routes(v1)
 
@@ -192,6 +202,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None, tools:
                                       validators={"fine-tune": validate_upload}))
     app.include_router(v1)
     app.add_route("/mcp", BearerGuard(mcp_endpoint, api_keys))
+    dashboard_routes(app, api_keys)
 
     @app.get("/health", responses={503: {"description": "A model failed or is still loading",
                                          "content": {"application/json": {}}}})

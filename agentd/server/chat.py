@@ -138,19 +138,35 @@ async def create_chat_completion(body: ChatCompletionRequest, http: Request):
     state = http.app.state
     # Held until the response ends (the stream keeps it): the model is not unloaded under it.
     lease = await state.registry.lease(body.model)
-    engine = lease.engine
-    if relayable(body, engine):
+    if relayable(body, lease.engine):
         return await relay_chat(body, lease, RequestRecord(state.metrics, "chat", body.model))
-    request, plan = _generation_request(body)
-    requests = fan_out(request, body.n)
-    await validate_all(engine, requests, "tools" if plan.constraint else "response_format")
+    requests, choices, head = await _prepare(body, lease)
     record = RequestRecord(state.metrics, "chat", body.model)
-    choices = [_ChoiceState(i, plan.constraint is not None, plan.forced, body.logprobs) for i in range(body.n)]
-    head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return sse_response(_chunks(lease, requests, choices, head, record, include_usage), record)
     return await recorded(record, _complete(lease, requests, choices, head, record))
+
+
+async def chat_chunk_stream(body: ChatCompletionRequest, http: Request,
+                            endpoint: str) -> tuple[AsyncIterator[dict[str, Any]], RequestRecord]:
+    """The chunks a streamed chat completion sends, usage last, for another API to translate (never
+    relayed: the translation needs the chunks), and the record that counts the request under
+    `endpoint` in the metrics. Errors in the request raise before this returns."""
+    state = http.app.state
+    lease = await state.registry.lease(body.model)
+    requests, choices, head = await _prepare(body, lease)
+    record = RequestRecord(state.metrics, endpoint, body.model)
+    return _chunks(lease, requests, choices, head, record, include_usage=True), record
+
+
+async def _prepare(body: ChatCompletionRequest, lease):
+    request, plan = _generation_request(body)
+    requests = fan_out(request, body.n)
+    await validate_all(lease.engine, requests, "tools" if plan.constraint else "response_format")
+    choices = [_ChoiceState(i, plan.constraint is not None, plan.forced, body.logprobs) for i in range(body.n)]
+    head = {"id": new_id("chatcmpl"), "created": int(time.time()), "model": body.model}
+    return requests, choices, head
 
 
 async def _chunks(lease, requests, choices, head, record, include_usage) -> AsyncIterator[dict[str, Any]]:

@@ -198,10 +198,10 @@ def sse_response(chunks: AsyncIterator[dict[str, Any]], record: RequestRecord) -
             record.done(status)
         yield "[DONE]"
 
-    return _RecordedEventSource(record, events(), sep="\n", ping=600)
+    return RecordedEventSource(record, events(), sep="\n", ping=600)
 
 
-class _RecordedEventSource(EventSourceResponse):
+class RecordedEventSource(EventSourceResponse):
     """Reports the request as ended when the response is over, also where the client left
     before the event generator ran, or between two events (where the generator is closed
     only later, by the garbage collector)."""

@@ -1,4 +1,5 @@
-"""The OpenAI Agents SDK on its chat-completions model against agentd: tools, typed output, streaming."""
+"""The OpenAI Agents SDK against agentd, on its chat-completions model and on its default, the Responses
+model: tools, typed output, streaming."""
 
 from __future__ import annotations
 
@@ -34,8 +35,11 @@ def client(server) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
 
 
-@pytest.fixture()
-def model(client) -> OpenAIChatCompletionsModel:
+@pytest.fixture(params=["chat_completions", "responses"])
+def model(client, request):
+    """The SDK's two model classes: on chat completions, and its default, on the Responses API."""
+    if request.param == "responses":
+        return OpenAIResponsesModel(model=MODEL, openai_client=client)
     return OpenAIChatCompletionsModel(model=MODEL, openai_client=client)
 
 
@@ -56,15 +60,20 @@ async def test_a_run_with_a_pydantic_output_type(model):
 
 async def test_a_streamed_run(model):
     agent = Agent(name="chat", instructions="Be brief.", model=model,
-                  model_settings=ModelSettings(max_tokens=12, temperature=0))
+                  model_settings=ModelSettings(max_tokens=24, temperature=0))
     streamed = Runner.run_streamed(agent, "Say hello.")
     deltas = [event.data.delta async for event in streamed.stream_events()
               if event.type == "raw_response_event" and isinstance(event.data, ResponseTextDeltaEvent)]
     assert len(deltas) > 1 and streamed.final_output == "".join(deltas)
 
 
-@pytest.mark.xfail(reason="Responses API: issue 16", raises=openai.NotFoundError, strict=True)
-async def test_the_default_responses_model(client):
-    agent = Agent(name="chat", model=OpenAIResponsesModel(model=MODEL, openai_client=client),
-                  model_settings=ModelSettings(max_tokens=16))
-    await Runner.run(agent, "Say hello.")
+async def test_the_responses_model_feeds_a_tool_result_back_for_the_answer(client):
+    # Two model calls: the forced tool call, then (the SDK resets tool_choice after a call) the answer
+    # to the tool's output, sent back as a function_call_output item.
+    agent = Agent(name="weather", instructions="Answer with the weather tool.",
+                  model=OpenAIResponsesModel(model=MODEL, openai_client=client), tools=[get_weather],
+                  model_settings=ModelSettings(tool_choice="required", max_tokens=32, temperature=0))
+    result = await Runner.run(agent, "What is the weather in Paris?", max_turns=4)
+    assert isinstance(result.final_output, str) and result.final_output
+    kinds = [item.type for item in result.new_items]
+    assert kinds[:2] == ["tool_call_item", "tool_call_output_item"] and kinds[-1] == "message_output_item"
