@@ -125,7 +125,7 @@ def check_data_source(data_source: Any, eval_config: dict[str, Any]) -> dict[str
                                   f"{', '.join(builtin_tasks())}", param="data_source.task")
         if not isinstance(data_source.get("model"), str) or not data_source["model"]:
             raise EvaluationError("data_source.model: the model to evaluate", param="data_source.model")
-        for key, least in (("limit", 1), ("num_fewshot", 0), ("seed", 0)):
+        for key, least in (("limit", 1), ("num_fewshot", 0), ("seed", 0), ("batch_size", 1)):
             value = data_source.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise EvaluationError(f"data_source.{key}: an integer of at least {least}", param=f"data_source.{key}")

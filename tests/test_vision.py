@@ -3,6 +3,7 @@ astronaut, shipped in its wheel): through a ToolRegistry with a file store, and 
 
 from __future__ import annotations
 
+import base64
 import io
 
 import httpx
@@ -154,10 +155,14 @@ def test_pictures_over_the_pixel_limit_are_refused_before_decoding(tools):
 
 
 async def test_huge_input_is_refused(tools):
-    # A 7000x6000 1-bit PNG is tiny on disk but 42 megapixels once decoded.
-    huge = Image.from_pil(PILImage.new("1", (7000, 6000)))
-    result = await tools.invoke("image_stats", {"image": huge.to_data_url()})
-    assert result.error.kind == "tool_error" and "send a smaller picture" in result.observation()
+    # A 7000x6000 1-bit PNG is tiny on disk but 42 megapixels once decoded: refused from its header.
+    with pytest.raises(ValueError, match="over this server's limit of 40 megapixels"):
+        Image.from_pil(PILImage.new("1", (7000, 6000)))
+    encoded = io.BytesIO()
+    PILImage.new("1", (7000, 6000)).save(encoded, "PNG")
+    sent = "data:image/png;base64," + base64.b64encode(encoded.getvalue()).decode()
+    result = await tools.invoke("image_stats", {"image": sent})
+    assert result.error.kind == "invalid_arguments" and "40 megapixels" in result.observation()
 
 
 async def test_a_face_is_found_in_a_photograph_and_framed(tools):

@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from agentd.jobs import CANCELLED, FAILED, QUEUED, RUNNING, VALIDATING, Job, JobStore, jobs_root, open_store
+from agentd.jobs.worker import EXIT_STORE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -150,14 +151,20 @@ class JobManager:
             code = worker.exit_code()
             if code is None:
                 continue
-            with self._lock:
-                del self._workers[job_id]
+            # The end is recorded before the worker is forgotten: if the store cannot be written now
+            # (locked, full), this raises and the next pass tries again, rather than leaving the job
+            # `running` with nobody watching it.
             job = self.store.get(job_id)
             if job.status == RUNNING:  # the worker died without recording an end
                 if job.cancel_requested:
                     self.store.finish(job_id, CANCELLED, message="cancelled")
+                elif code == EXIT_STORE_UNAVAILABLE:
+                    self._retry_or_fail(job, "the worker could not write to the job store (locked past its "
+                                             "timeout, or the disk full)")
                 else:
                     self._retry_or_fail(job, f"the worker process exited with code {code}")
+            with self._lock:
+                del self._workers[job_id]
 
     def notice_finished(self) -> None:
         """Calls the `on_success` hooks once per job that succeeded since the last look, whichever

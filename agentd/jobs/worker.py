@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from agentd.jobs import CANCELLED, FAILED, SUCCEEDED, Job, JobStore, jobs_root, open_store
+from agentd.store import StoreError
 
+# The worker's exit code when the job store could not be written (sysexits' EX_TEMPFAIL): try again.
+EXIT_STORE_UNAVAILABLE = 75
 RUNNERS = {"fine_tune": "agentd.jobs.fine_tune:run", "evaluation": "agentd.jobs.evaluate:run"}
 
 
@@ -72,6 +75,11 @@ def run_job(data_dir: Path, job_id: str) -> int:
     reporter.message(f"worker {os.getpid()} started (attempt {job.attempts})")
     try:
         result = resolve_runner(job.kind)(job, reporter)
+    except StoreError as error:
+        # The job store, not the job, failed (locked past the timeout, the disk full): nothing can be
+        # recorded now. The manager sees this exit code and retries the job from its last checkpoint.
+        print(f"the job store cannot be written: {error}", file=sys.stderr, flush=True)
+        return EXIT_STORE_UNAVAILABLE
     except Exception as error:  # noqa: BLE001 - every failure is recorded with its reason
         traceback.print_exc()
         code = getattr(error, "code", None) or type(error).__name__

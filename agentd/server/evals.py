@@ -139,7 +139,8 @@ def eval_router(data_dir: Path) -> APIRouter:
         if kind == "agentd_task":
             models, model_param = [checked["model"]], "data_source.model"
             tasks: list[Any] = [checked["task"]]
-            run_config = {key: checked[key] for key in ("limit", "num_fewshot", "seed") if checked.get(key) is not None}
+            run_config = {key: checked[key] for key in ("limit", "num_fewshot", "seed", "batch_size")
+                          if checked.get(key) is not None}
         else:
             models = [checked["model"]] if kind == "completions" else [dict(GIVEN_OUTPUTS)]
             model_param = "data_source.model"

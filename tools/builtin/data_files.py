@@ -46,9 +46,11 @@ def training_file_id(value: str, file_store: FileStore | None, *, root: Path | N
     return file_store.put(data, path.name, purpose="fine-tune", mime_type="application/jsonl").id
 
 
-def local_data_path(value: str, *, root: Path | None = None, examples: Path = EXAMPLES_DIR) -> Path:
+def local_data_path(value: str, *, root: Path | None = None, examples: Path = EXAMPLES_DIR,
+                    kind: str = "training files") -> Path:
     """The existing file `value` names under `root` (default: the working directory) or
-    `examples`; ToolError for anything else (outside both, missing, a folder, too big)."""
+    `examples`; ToolError for anything else (outside both, missing, a folder, too big). `kind`
+    names the files in the refusal."""
     root = Path(root or os.getcwd()).resolve()
     examples = examples.resolve()
     allowed = (root, examples)
@@ -60,15 +62,15 @@ def local_data_path(value: str, *, root: Path | None = None, examples: Path = EX
         raise ToolError(f"{value!r} is not a usable path: {error}") from None
     inside = [path for path in resolved if _within(path, allowed)]
     if not inside or any(path.is_file() and path not in inside for path in resolved[:1]):
-        raise ToolError(f"refused {value!r}: training files are read only from the server's working directory "
+        raise ToolError(f"refused {value!r}: {kind} are read only from the server's working directory "
                         f"({root}) or its examples folder; upload the file and pass its file id instead")
     for path in inside:
         if path.is_file():
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise ToolError(f"{value} is over {MAX_FILE_BYTES // 2**20} MiB; upload it through /v1/files instead")
             return path
-    raise ToolError(f"no file {value!r} in the working directory ({root}) or in {examples}; give a file id "
-                    "(file-...) or the path of a JSONL file")
+    hint = "a file id (file-...) or the path of a JSONL file" if kind == "training files" else "a built-in name or a path"
+    raise ToolError(f"no file {value!r} in the working directory ({root}) or in {examples}; give {hint}")
 
 
 def _within(path: Path, folders: tuple[Path, ...]) -> bool:

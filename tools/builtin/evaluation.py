@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field
 
 from agentd.jobs.evaluate import EvaluationRequestError, format_metric, leaderboard_of, results_path, task_result
 from tools.base import ToolError
+from tools.builtin.data_files import local_data_path
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
@@ -93,13 +95,25 @@ class EvaluationTools(Toolkit):
         return resolve_if_known(model, served_by_jobs(self.service))
 
     async def _create(self, models: list[str], tasks: list[str], limit: int | None, num_fewshot: int | None) -> Job:
-        return await start_evaluation(self.service, models, tasks, limit, num_fewshot)
+        return await start_evaluation(self.service, models, [workspace_task(task) for task in tasks], limit, num_fewshot)
 
     async def _follow(self, job: Job, ctx: ToolContext, max_wait_s: float) -> Job:
         job = await follow_evaluation(self.service, job, ctx, time.monotonic() + max_wait_s, self.poll_s)
         if job.status == "failed":
             raise ToolError(f"evaluation job {job.id} failed: {(job.error or {}).get('message')}")
         return job
+
+
+def workspace_task(spec: str) -> str:
+    """A built-in task's name as it is; a task file only from the server's working directory or its
+    examples folder (as training files), resolved: whoever can reach the tools cannot have the
+    server read, score and hand back the rows of any file on the machine."""
+    from evaluation.tasks import builtin_tasks
+
+    given = Path(spec).expanduser()
+    if spec in builtin_tasks() or not (given.suffix or "/" in spec or given.exists()):
+        return spec  # a name: an unknown one is refused by the service with the names it knows
+    return str(local_data_path(spec, kind="task files"))
 
 
 async def start_evaluation(service: JobService, models: list[str], tasks: list[str], limit: int | None = None,
