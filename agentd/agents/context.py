@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentd.agents.files import RunFiles, with_file_choices
+from agentd.agents.grounding import RunNumbers, with_grounded_numbers
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
@@ -136,13 +137,25 @@ class AgentContext:
     max_calls: int = 3
     files: RunFiles = field(default_factory=RunFiles)
     tool_choice: ToolChoice = "auto"
+    numbers: RunNumbers = field(default_factory=RunNumbers)
 
     def definitions(self) -> list[dict[str, Any]]:
-        """The tools the model may call now, their file arguments narrowed to the ids the run knows."""
+        """The tools the model may call now: their file arguments narrowed to the ids the run knows,
+        their optional numbers to the numbers it has read (see grounding)."""
         if self.tool_choice == "none":
             return []
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
-        return [_with_known_files(d, self.files) for d in self.tools.definitions(names)]
+        return [self._narrowed(d) for d in self.tools.definitions(names)]
+
+    def learn(self, text: str) -> None:
+        """What the run reads (the conversation, observations): file ids and numbers it may pass on."""
+        self.files.learn_from_text(text)
+        self.numbers.learn_from_text(text)
+
+    def _narrowed(self, definition: dict[str, Any]) -> dict[str, Any]:
+        function = definition["function"]
+        parameters = with_grounded_numbers(with_file_choices(function["parameters"], self.files), self.numbers)
+        return {**definition, "function": {**function, "parameters": parameters}}
 
     @property
     def forced_tool(self) -> str | None:
@@ -157,11 +170,6 @@ class AgentContext:
         if forced:
             return forced
         return tools if self.tool_choice == "required" and tools else tools + [final]
-
-
-def _with_known_files(definition: dict[str, Any], files: RunFiles) -> dict[str, Any]:
-    function = definition["function"]
-    return {**definition, "function": {**function, "parameters": with_file_choices(function["parameters"], files)}}
 
 
 def step_writer(runtime: Runtime[AgentContext], node: str = "") -> StepWriter:
@@ -233,6 +241,7 @@ async def run_calls(ctx: AgentContext, calls: list[ToolCall], allowed: set[str],
         if result is not None:
             artifacts = [_artifact(ctx, a) for a in result.artifacts]
             observation = Observation(call.id, call.name, result.observation(), not result.ok, artifacts)
+            ctx.numbers.learn_from_text(observation.content)
         elif key in made:
             observation = repeat(call, made[key])
         else:

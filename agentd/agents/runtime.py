@@ -182,9 +182,9 @@ class AgentRuntime:
         config = {"configurable": {"thread_id": f"{run.agent}/{run.thread_id}"},
                   "recursion_limit": 4 * self.limits.max_steps + 20}
         last_text = str(messages[-1].get("content") or "") if messages else ""
-        for message in messages:
-            files.learn_from_text(str(message.get("content") or ""))
         ctx = self.context(run.agent, llm, files, run.tool_choice)
+        for message in messages:
+            ctx.learn(str(message.get("content") or ""))
         self.runs.start(run.id, run.thread_id, run.agent, run.model, last_text, run.tool_choice)
         try:
             snapshot = await graph.aget_state(config)
