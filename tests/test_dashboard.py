@@ -96,6 +96,22 @@ def test_the_page_loads_and_each_tab_shows_the_servers_state(ui_server, page):
     assert page.errors == []
 
 
+def test_an_answer_shows_its_tables_pictures_and_links_and_never_runs_markup(ui_server, page):
+    page.goto(f"{ui_server.url}/ui")
+    shown = page.evaluate("""() => {
+        const box = document.createElement('div');
+        renderAnswer(box, 'ft:x is better.\\n\\n| task | base | tuned |\\n|---|---|---|\\n| qa | 0.0 | 1.0 |\\n'
+                          + '<img src=x onerror=alert(1)> ![edges](/v1/files/file-1/content) [log](javascript:alert(1))');
+        return {rows: [...box.querySelectorAll('table tr')].map(r => [...r.children].map(c => c.textContent)),
+                images: [...box.querySelectorAll('img')].map(i => i.getAttribute('src')),
+                links: [...box.querySelectorAll('a')].map(a => a.getAttribute('href')), text: box.textContent};
+    }""")
+    assert shown["rows"] == [["task", "base", "tuned"], ["qa", "0.0", "1.0"]]
+    assert shown["images"] == ["/v1/files/file-1/content"]  # the <img> in the text stays text
+    assert shown["links"] == ["#"] and "<img src=x" in shown["text"]
+    assert page.errors == []
+
+
 def test_a_finished_jobs_loss_curve_renders(ui_server, finished_job, page):
     page.goto(f"{ui_server.url}/ui")
     page.click("nav button[data-tab='jobs']")

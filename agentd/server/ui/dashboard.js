@@ -346,10 +346,30 @@ function stepItem(step, text) {
   }
   return item;
 }
-// The answer's text, with markdown pictures shown and links made clickable (and nothing else
-// interpreted: the text goes in as text nodes, never as HTML).
+// The answer's text, with markdown tables as tables, pictures shown and links made clickable (and
+// nothing else interpreted: the text goes in as text nodes, never as HTML).
 function renderAnswer(target, text) {
   target.replaceChildren();
+  const lines = text.split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    const rows = [];
+    while (i < lines.length && /^\s*\|.*\|\s*$/.test(lines[i])) rows.push(lines[i++]);
+    if (rows.length >= 2 && /^[\s|:-]+$/.test(rows[1])) {
+      target.append(markdownTable(rows));
+    } else {
+      for (const row of rows) appendInline(target, `${row}\n`);
+    }
+    if (i < lines.length) appendInline(target, lines[i] + (i < lines.length - 1 ? "\n" : ""));
+  }
+}
+function markdownTable(rows) {
+  const cells = (row) => row.trim().replace(/^\||\|$/g, "").split("|").map((cell) => cell.trim());
+  const table = el("table", { className: "answer-table" });
+  table.append(el("tr", {}, ...cells(rows[0]).map((cell) => el("th", {}, cell))));
+  for (const row of rows.slice(2)) table.append(el("tr", {}, ...cells(row).map((cell) => el("td", {}, cell))));
+  return table;
+}
+function appendInline(target, text) {
   const pattern = /(!?)\[([^\]]*)\]\(([^)\s]+)\)/g;
   let last = 0;
   for (const match of text.matchAll(pattern)) {
