@@ -137,7 +137,7 @@ class Image(File):
     def _check(self) -> None:
         from PIL import Image as PILImage, UnidentifiedImageError
 
-        from pipelines.vision import MAX_PIXELS  # the pictures this server holds in memory
+        from pipelines.vision import MAX_PIXELS, check_size  # the pictures this server holds in memory
 
         try:
             with PILImage.open(io.BytesIO(self.data)) as picture:  # reads the header only: nothing decoded yet
@@ -148,10 +148,8 @@ class Image(File):
                              "(a decompression bomb?)") from None
         except (UnidentifiedImageError, OSError):
             raise ValueError("not an image this server can read (PNG, JPEG, GIF, WebP, BMP, TIFF…)") from None
-        if self.width * self.height > MAX_PIXELS:
-            # A few kilobytes of PNG can decode to gigabytes: refused before any tool decodes it.
-            raise ValueError(f"the picture is {self.width}x{self.height} pixels, over this server's limit of "
-                             f"{MAX_PIXELS // 10**6} megapixels")
+        # A few kilobytes of PNG can decode to gigabytes: refused before any tool decodes it.
+        check_size(self.width, self.height, "the picture")
         if detected != self.mime_type:
             self.mime_type = detected
             self.filename = str(Path(self.filename).with_suffix(mimetypes.guess_extension(detected) or ""))

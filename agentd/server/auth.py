@@ -14,12 +14,17 @@ from agentd.server.errors import APIError, error_body
 UNAUTHORIZED = "Incorrect or missing API key. Send it as `Authorization: Bearer <key>`."
 
 
+def is_key(token: str, keys: Sequence[str]) -> bool:
+    """Whether `token` is one of the keys (compared in constant time)."""
+    return bool(token) and any(secrets.compare_digest(token, key) for key in keys)
+
+
 def bearer_ok(authorization: str, keys: Sequence[str]) -> bool:
-    """True when no keys are configured or the header carries one of them (constant-time compare)."""
+    """True when no keys are configured or the header carries one of them."""
     if not keys:
         return True
     scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and any(secrets.compare_digest(token, key) for key in keys)
+    return scheme.lower() == "bearer" and is_key(token, keys)
 
 
 # The dashboard's browser sends the key as this cookie (set by /ui/login): a page load cannot carry a header.
@@ -28,10 +33,7 @@ KEY_COOKIE = "agentd_key"
 
 def key_ok(request: Request, keys: Sequence[str]) -> bool:
     """The request carries one of the keys: as a bearer header, or as the dashboard's cookie."""
-    if bearer_ok(request.headers.get("authorization", ""), keys):
-        return True
-    cookie = request.cookies.get(KEY_COOKIE, "")
-    return bool(cookie) and any(secrets.compare_digest(cookie, key) for key in keys)
+    return bearer_ok(request.headers.get("authorization", ""), keys) or is_key(request.cookies.get(KEY_COOKIE, ""), keys)
 
 
 def api_key_guard(keys: Sequence[str]) -> dict[str, Any]:

@@ -10,14 +10,13 @@ the same /v1 routes any client calls.
 from __future__ import annotations
 
 import html
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
-from agentd.server.auth import KEY_COOKIE
+from agentd.server.auth import KEY_COOKIE, is_key
 
 UI = Path(__file__).parent / "ui"
 _ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
@@ -44,7 +43,7 @@ def dashboard_routes(app: FastAPI, keys: Sequence[str]) -> None:
     @app.post("/ui/login", include_in_schema=False)
     async def login(request: Request) -> Response:
         key = str((await request.form()).get("key") or "")
-        if keys and not any(secrets.compare_digest(key, known) for known in keys):
+        if keys and not is_key(key, keys):
             return login_form("That key is not one of this server's API keys.")
         response = RedirectResponse("/ui", 303)
         if keys:

@@ -105,7 +105,7 @@ class ResponseEvents:
         item, self._open = self._open, None
         if item is None:
             return []
-        index, events = self.output.index(item), []
+        index, events = len(self.output) - 1, []
         if item["type"] == "message":
             for content_index, part in enumerate(item["content"]):
                 events.append(self.event("response.output_text.done", item_id=item["id"], output_index=index,
@@ -150,7 +150,8 @@ class ResponseEvents:
         return self._open is not None and self._open["type"] == kind
 
     def _index(self) -> int:
-        return len(self.output) - 1 if self._open is self.output[-1] else self.output.index(self._open)
+        # The item being written is always the last: a server call is added only after it is closed.
+        return len(self.output) - 1
 
 
 def response_usage(usage: dict[str, int]) -> dict[str, Any]:

@@ -51,9 +51,5 @@ class ResponseStore:
                              (json.dumps(response), row["id"]))
         return len(rows)
 
-    def list_recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self._db.fetch_all("SELECT response FROM responses ORDER BY created_at DESC LIMIT ?", (limit,))
-        return [json.loads(row["response"]) for row in rows]
-
     def close(self) -> None:
         self._db.close()

@@ -47,10 +47,10 @@ def training_file_id(value: str, file_store: FileStore | None, *, root: Path | N
 
 
 def local_data_path(value: str, *, root: Path | None = None, examples: Path = EXAMPLES_DIR,
-                    kind: str = "training files") -> Path:
+                    kind: str = "training files", instead: str = "a file id (file-...) or the path of a JSONL file") -> Path:
     """The existing file `value` names under `root` (default: the working directory) or
     `examples`; ToolError for anything else (outside both, missing, a folder, too big). `kind`
-    names the files in the refusal."""
+    names the files in the refusal, `instead` what to give for a missing one."""
     root = Path(root or os.getcwd()).resolve()
     examples = examples.resolve()
     allowed = (root, examples)
@@ -69,8 +69,7 @@ def local_data_path(value: str, *, root: Path | None = None, examples: Path = EX
             if path.stat().st_size > MAX_FILE_BYTES:
                 raise ToolError(f"{value} is over {MAX_FILE_BYTES // 2**20} MiB; upload it through /v1/files instead")
             return path
-    hint = "a file id (file-...) or the path of a JSONL file" if kind == "training files" else "a built-in name or a path"
-    raise ToolError(f"no file {value!r} in the working directory ({root}) or in {examples}; give {hint}")
+    raise ToolError(f"no file {value!r} in the working directory ({root}) or in {examples}; give {instead}")
 
 
 def _within(path: Path, folders: tuple[Path, ...]) -> bool:

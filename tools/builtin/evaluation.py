@@ -113,7 +113,7 @@ def workspace_task(spec: str) -> str:
     given = Path(spec).expanduser()
     if spec in builtin_tasks() or not (given.suffix or "/" in spec or given.exists()):
         return spec  # a name: an unknown one is refused by the service with the names it knows
-    return str(local_data_path(spec, kind="task files"))
+    return str(local_data_path(spec, kind="task files", instead="a built-in name or a path"))
 
 
 async def start_evaluation(service: JobService, models: list[str], tasks: list[str], limit: int | None = None,
