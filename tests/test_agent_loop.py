@@ -23,6 +23,7 @@ from tests.fixtures.image_tools import paint
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
 from tests.test_agents import open_runtime, run
 from tools import FileStore, ToolRegistry, tool
+from tools.base import ToolError
 from tools.builtin.calculator import calculator
 
 RAN: list[int] = []
@@ -36,6 +37,8 @@ def lookup(n: int) -> str:
         n: the number.
     """
     RAN.append(n)
+    if n < 0:
+        raise ToolError(f"no entry {n}")
     return f"entry {n}: {n * 17}"
 
 
@@ -74,10 +77,17 @@ async def test_react_does_not_run_a_repeated_call_and_says_it_has_the_result(too
     stored = [s for s in runtime.runs.get(outcome.id)["steps"] if s["type"] == "observation"]
     assert [s["repeat_of"] for s in stored] == ["", first.call_id, ""]
 
+    # A call that failed is not run again either: the model is told it failed, and how.
+    failing = ScriptedChatModel(acts=[calls(("lookup", {"n": -1})), calls(("lookup", {"n": -1})), answer("No entry -1.")])
+    steps, _ = await run(runtime, "agentd-react", "Look up -1.", failing, thread_id="t-fail")
+    failed, repeated = of(Observation, steps)
+    assert RAN.count(-1) == 1 and failed.is_error and repeated.is_error and repeated.repeat_of == failed.call_id
+    assert repeated.content.startswith("You already called lookup with these arguments and it failed: Error (")
+
     # A new user turn is a new run: the same call runs again.
     again = ScriptedChatModel(acts=[calls(("lookup", {"n": 23})), answer("391 again.")])
     steps, _ = await run(runtime, "agentd-react", "Look it up once more.", again, thread_id="t-repeat")
-    assert RAN == [23, 5, 23] and not of(Observation, steps)[0].repeat_of
+    assert RAN == [23, 5, -1, 23] and not of(Observation, steps)[0].repeat_of
     await runtime.close()
 
 
@@ -296,3 +306,18 @@ def test_a_reported_table_is_added_when_the_answer_leaves_it_out():
     failed = Observation("c2", "tune_and_evaluate", json.dumps({"table": table}), is_error=True)
     assert with_reported_table("Sorry.", [failed]) == "Sorry."
     assert with_reported_table("391", [Observation("c3", "calculator", "391")]) == "391"
+
+
+async def test_rewoo_answers_a_request_no_tool_helps_with_from_an_empty_plan(tools, tmp_path):
+    from agentd.agents.rewoo import plan_schema
+
+    runtime = await open_runtime(tools, tmp_path)
+    llm = ScriptedChatModel(structured=[{"steps": []}], chats=["Bonjour !"])
+    steps, outcome = await run(runtime, "agentd-rewoo", "Say hi in French.", llm)
+    assert outcome.answer == "Bonjour !" and not of(ToolCallStep, steps)
+    assert [kind for kind, _ in llm.seen] == ["structured", "chat"]  # no second plan asked for
+    await runtime.close()
+    definitions = tools.definitions(tools.names)
+    assert plan_schema(definitions, 4)["properties"]["steps"]["minItems"] == 0
+    assert plan_schema(definitions, 4, first="calculator")["properties"]["steps"]["minItems"] == 1
+    assert plan_schema(definitions, 4, may_be_empty=False)["properties"]["steps"]["minItems"] == 1  # "required"

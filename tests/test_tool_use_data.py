@@ -54,7 +54,7 @@ def test_arithmetic_steps_compute_what_the_answer_says(rows):
     checked = 0
     for episode in episodes(200, seed=5):
         for call in episode.calls:
-            if call.tool == "calculator":
+            if call.tool == "calculator" and not call.wrong:
                 assert float(evaluate(call.arguments["expression"])) == pytest.approx(float(call.observation))
                 checked += 1
     assert checked > 20
@@ -102,3 +102,21 @@ def test_fine_tuned_model_ids_end_with_their_jobs_prefix_as_the_real_service_nam
                 assert parse_model_id(model)[0] == job[:len("ftjob-") + 8], (job, model)
                 seen += 1
     assert seen > 20
+
+
+def test_a_mended_mistake_is_shown_but_never_trained(tools):
+    rows = [r for r in training_rows(300, seed=11, tools=tools) if r["kind"].startswith("react/recovery/")]
+    assert rows
+    for row in rows:
+        steps = [m for m in row["messages"] if m["role"] == "assistant"]
+        mistake, fix = steps[0], steps[1]
+        assert mistake.get("weight") == 0 and fix.get("weight") is None
+        after = row["messages"][row["messages"].index(mistake) + 1]["content"]
+        assert after.startswith("Result of ") and "Error (" in after  # the real tools' error text follows it
+        assert json.loads(mistake["content"])["tool_calls"] != json.loads(fix["content"])["tool_calls"]
+
+
+def test_requests_that_need_no_tool_plan_nothing(tools):
+    rows = training_rows(300, seed=12, tools=tools)
+    empty = [r for r in rows if r["kind"] == "plan/no_tool"]
+    assert empty and all(json.loads(r["messages"][-1]["content"]) == {"steps": []} for r in empty)

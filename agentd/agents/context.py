@@ -216,7 +216,10 @@ def fresh_calls(calls: list[ToolCall], earlier: dict[str, Observation]) -> list[
 
 
 def repeated_call_notice(call: ToolCall, earlier: Observation) -> Observation:
-    """A ReAct model that repeats a call is told it already has the result, and given it again."""
+    """A ReAct model that repeats a call is told it already has the result (or the error), and given it again."""
+    if earlier.is_error:
+        return Observation(call.id, call.name, prompt("repeated_failed_call", tool=call.name, error=earlier.content),
+                           True, repeat_of=earlier.call_id)
     return Observation(call.id, call.name, prompt("repeated_call", tool=call.name, result=earlier.content),
                        repeat_of=earlier.call_id)
 

@@ -98,8 +98,10 @@ def run_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def earlier_observations(messages: list[dict[str, Any]], tools: ToolRegistry | None = None) -> dict[str, Observation]:
-    """The calls this run has made, by call key, with the first observation each got. A call that
-    failed, or to a tool whose result changes with time (`job_status`), may be made again."""
+    """The calls this run has made, by call key, with the first observation each got. A call to a
+    tool whose result changes with time (`job_status`) may be made again; one that failed is not
+    (the model is told it failed already: the small model otherwise repeated a failing call until
+    its step limit)."""
     turns = run_turns(messages)
     calls = {c.id: c for m in turns if m["role"] == "assistant" for c in m.get("tool_calls") or []}
     earlier: dict[str, Observation] = {}
@@ -107,10 +109,9 @@ def earlier_observations(messages: list[dict[str, Any]], tools: ToolRegistry | N
         call = calls.get(message.get("tool_call_id", "")) if message["role"] == "tool" else None
         if call is not None and tools is not None and call.name in tools and tools.get(call.name).changing:
             continue
-        if call is not None and str(message["content"]).startswith("Error ("):  # ToolResult's error text
-            continue
         if call is not None:
-            earlier.setdefault(call_key(call), Observation(call.id, call.name, message["content"]))
+            failed = str(message["content"]).startswith("Error (")  # ToolResult's error text
+            earlier.setdefault(call_key(call), Observation(call.id, call.name, message["content"], failed))
     return earlier
 
 

@@ -44,8 +44,10 @@ def rewoo_input(messages: list[dict[str, Any]], resuming_thread: bool) -> dict[s
             "evidence": {}, "outputs": {}, "calls_made": {}, "failed": [], "answer": None}
 
 
-def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None = None) -> dict[str, Any]:
-    """The plan's JSON schema; `first` names the tool the first step must call (a named tool_choice)."""
+def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None = None,
+                may_be_empty: bool = True) -> dict[str, Any]:
+    """The plan's JSON schema; `first` names the tool the first step must call (a named tool_choice);
+    an empty plan is the answer to a request no tool helps with, unless a call is required."""
     variants = []
     for definition in tools:
         parameters = bounded_strings(definition["function"]["parameters"])
@@ -57,7 +59,8 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
             "arguments": {**parameters, "properties": referable}},
             "required": ["thought", "tool", "arguments"], "additionalProperties": False})
     item = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    steps = {"type": "array", "items": item, "minItems": 1, "maxItems": max_steps}
+    steps = {"type": "array", "items": item, "minItems": 0 if may_be_empty and first is None else 1,
+             "maxItems": max_steps}
     if first is not None:
         steps["prefixItems"] = [v for v in variants if v["properties"]["tool"]["const"] == first]
     return {"type": "object", "properties": {"steps": steps}, "required": ["steps"], "additionalProperties": False}
@@ -80,11 +83,13 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
         return {"plan": [], "attempts": MAX_PLAN_ATTEMPTS, "feedback": ""}
     messages = planner_messages(ctx.llm, tools, state.get("history"), state["question"], state.get("feedback"))
     try:
-        schema = plan_schema(tools, ctx.max_steps, ctx.forced_tool)
+        schema = plan_schema(tools, ctx.max_steps, ctx.forced_tool, may_be_empty=ctx.tool_choice != "required")
         steps = (await ctx.llm.structured(messages, schema, max_tokens=600))["steps"]
         problem = check_plan(steps) or _check_first(steps, ctx.forced_tool)
     except StructuredOutputError as error:
         steps, problem = [], str(error)
+    if problem is None and not steps:  # nothing to look up: the solver answers from the question
+        return {"plan": [], "attempts": MAX_PLAN_ATTEMPTS, "feedback": ""}
     if problem is None:
         items = [{"id": f"#E{i}", "tool": s["tool"], "arguments": s["arguments"], "thought": s["thought"]}
                  for i, s in enumerate(steps, 1)]

@@ -17,21 +17,27 @@ from agentd.agents.context import FINAL_ANSWER
 from agentd.agents.rewoo import planner_messages, solver_messages
 from agentd.llm.chat_model import ToolCall
 from agentd.llm.engine_chat import EngineChatModel, _flatten
+from agentd.tool_use import chain_scenarios as chains
 from agentd.tool_use import model_scenarios as models
+from agentd.tool_use import option_scenarios as options
+from agentd.tool_use import recovery_scenarios as recoveries
 from agentd.tool_use import media_scenarios as media
 from agentd.tool_use import scenarios as basic
 from agentd.tool_use.scenarios import Episode
 
-# How often each kind of episode is drawn: single calls, chains whose later arguments come from
-# earlier results, the workflow and its follow-up, pictures, no tool at all, unseen tools.
+# How often each kind of episode is drawn: single calls (and the same tools with their optional
+# arguments said in words), chains whose later arguments come from earlier results, a failed call
+# mended, the workflow and its follow-up, pictures, no tool at all, unseen tools.
 MIX: list[tuple[Callable[[random.Random], Episode], int]] = [
-    (basic.arithmetic, 10), (basic.two_calculations, 4), (basic.python_task, 7), (basic.knowledge, 6),
+    (basic.arithmetic, 10), (basic.two_calculations, 3), (basic.python_task, 9), (basic.knowledge, 7),
     (basic.knowledge_then_calculate, 3), (basic.ingest, 2), (basic.documents, 1),
-    (models.finetune, 6), (models.evaluate, 6), (models.compare, 4), (models.deploy, 4), (models.undeploy, 2),
-    (models.list_deployments, 2), (models.jobs, 3), (models.leaderboard, 1), (models.workflow, 8),
-    (models.workflow_then_deploy, 4), (models.finetune_then, 5),
-    (media.vision, 9), (media.faces_then_crop, 2), (media.text_to_image, 3), (media.draw_then_rotate, 2),
-    (media.no_tool, 3), (media.custom_tool, 3),
+    (models.finetune, 3), (options.finetune_options, 6), (models.evaluate, 3), (options.evaluate_options, 5),
+    (models.compare, 2), (options.compare_options, 3), (models.deploy, 2), (options.deploy_options, 5),
+    (models.undeploy, 1), (options.undeploy_words, 2), (models.list_deployments, 1), (options.listings, 3),
+    (models.job_status_episode, 3), (models.list_jobs_episode, 3), (models.leaderboard, 1), (models.workflow, 7),
+    (models.workflow_then_deploy, 3), (models.finetune_then, 4), (chains.chain, 10), (recoveries.recovery, 9),
+    (media.vision, 12), (media.faces_then_crop, 2), (media.text_to_image, 4), (media.draw_then_rotate, 2),
+    (media.no_tool, 6), (media.custom_tool, 3),
 ]
 FINAL_THOUGHTS = ["The result answers the question.", "The tool gave the answer.", "Answer from the result.",
                   "That is what the user asked for."]
@@ -103,17 +109,21 @@ class Renderer:
         turns: list[dict[str, Any]] = [{"role": "user", "content": episode.request}]
         for index, call in enumerate(episode.calls):
             call_id = f"call_{index}"
-            arguments = _ordered(call.arguments, self._definition(call.tool, episode.extra_tools))
-            turns += [{"role": "assistant", "content": call.thought, "tool_calls": [ToolCall(call_id, call.tool, arguments)]},
+            turns += [self._step(call, call_id, episode),
                       {"role": "tool", "tool_call_id": call_id, "name": call.tool, "content": call.observation}]
         return turns
 
     def _untrained_history(self, messages: list[dict[str, Any]], episode: Episode) -> list[dict[str, Any]]:
-        """The earlier answer a conversation carries is context, not a target (weight 0)."""
-        if episode.before is None:
-            return messages
-        return [{**m, "weight": 0} if m["role"] == "assistant" and m["content"] == episode.before.answer else m
-                for m in messages]
+        """The earlier answer a conversation carries, and a call the run then mends, are context, not
+        targets (weight 0)."""
+        untrained = {_flatten([self._step(call, "wrong", episode)])[0]["content"] for call in episode.calls if call.wrong}
+        if episode.before is not None:
+            untrained.add(episode.before.answer)
+        return [{**m, "weight": 0} if m["role"] == "assistant" and m["content"] in untrained else m for m in messages]
+
+    def _step(self, call, call_id: str, episode: Episode) -> dict[str, Any]:
+        arguments = _ordered(call.arguments, self._definition(call.tool, episode.extra_tools))
+        return {"role": "assistant", "content": call.thought, "tool_calls": [ToolCall(call_id, call.tool, arguments)]}
 
     def react(self, episode: Episode) -> list[dict[str, str]]:
         transcript: list[dict[str, Any]] = []
@@ -159,7 +169,7 @@ def training_rows(count: int, seed: int, tools: list[dict[str, Any]] | None = No
     rows = []
     for episode in episodes(count, seed):
         rows.append({"messages": renderer.react(episode), "kind": f"react/{episode.kind}"})
-        if episode.plannable and episode.calls:
+        if episode.plannable or not episode.calls:  # no call: the plan is empty, the solver answers
             if rng.random() < planner_share:
                 rows.append({"messages": renderer.planner(episode), "kind": f"plan/{episode.kind}"})
             if rng.random() < solver_share:

@@ -25,7 +25,9 @@ def vision(rng: random.Random) -> Episode:
     kind = rng.choice(["stats", "resize", "rotate", "crop", "convert", "gray", "edges", "faces"])
     if kind == "stats":
         text = pick(rng, f"How big is {said}?", f"Tell me the dimensions and brightness of {said}.",
-                    f"what resolution is {said}", f"Describe the size and colours of {said}.")
+                    f"what resolution is {said}", f"Describe the size and colours of {said}.",
+                    f"What are the width and height of {said}?", f"Give me the pixel size of {said}.",
+                    f"how bright is {said}?", f"Measure {said} for me.")
         mean = round(rng.uniform(40, 200), 3)
         result = obs({"width": w, "height": h, "mode": "RGB", "format": "image/png", "pixels": w * h,
                       "channels": {c: {"mean": mean, "std": 50.1, "min": 0, "max": 255} for c in "RGB"}})
@@ -34,7 +36,8 @@ def vision(rng: random.Random) -> Episode:
     if kind == "resize":
         width = rng.choice([100, 200, 256, 300, 512, 800])
         text = pick(rng, f"Shrink {said} to {width} pixels wide.", f"make {said} {width}px across",
-                    f"Scale {said} down to a width of {width}.", f"resize {said}: width {width}")
+                    f"Scale {said} down to a width of {width}.", f"resize {said}: width {width}",
+                    f"I need {said} at {width} px wide.", f"Make {said} smaller, {width} pixels across.")
         made, result = _made(rng, width, round(h * width / w))
         call = Call("resize_image", {"image": fid, "width": width}, result, "Resize the picture.")
         return Episode("resize_image", text, [call], f"Here it is at {width} pixels wide: {made}.")
@@ -48,7 +51,9 @@ def vision(rng: random.Random) -> Episode:
     if kind == "crop":
         x, y, cw, ch = rng.randint(0, 100), rng.randint(0, 100), rng.randint(50, 300), rng.randint(50, 300)
         text = pick(rng, f"Cut out the region x={x}, y={y}, {cw} wide and {ch} high from {said}.",
-                    f"crop {said} to a {cw}x{ch} box starting at ({x}, {y})")
+                    f"crop {said} to a {cw}x{ch} box starting at ({x}, {y})",
+                    f"Trim {said} to the {cw} by {ch} area at x {x}, y {y}.",
+                    f"Keep only the part of {said} from ({x}, {y}), {cw} wide, {ch} tall.")
         made, result = _made(rng, cw, ch)
         return Episode("crop_image", text, [Call("crop_image", {"image": fid, "x": x, "y": y, "width": cw,
                                                                 "height": ch}, result, "Crop it.")],
@@ -56,17 +61,21 @@ def vision(rng: random.Random) -> Episode:
     if kind == "convert":
         fmt = rng.choice(["jpeg", "webp", "bmp", "png"])
         text = pick(rng, f"Save {said} as a {fmt.upper()} file.", f"convert {said} to {fmt}",
-                    f"I need {said} in {fmt} format.")
+                    f"I need {said} in {fmt} format.", f"Export {said} to {fmt.upper()}.",
+                    f"change the file type of {said} to {fmt}")
         made, result = _made(rng, w, h, f"image/{fmt}")
         return Episode("convert_image", text, [Call("convert_image", {"image": fid, "format": fmt}, result,
                                                     "Convert the format.")], f"Converted to {fmt}: {made}.")
     if kind == "gray":
-        text = pick(rng, f"Make {said} black and white.", f"turn {said} grayscale", f"Remove the colour from {said}.")
+        text = pick(rng, f"Make {said} black and white.", f"turn {said} grayscale", f"Remove the colour from {said}.",
+                    f"Give me a greyscale version of {said}.", f"desaturate {said}")
         made, result = _made(rng, w, h)
         return Episode("convert_image", text, [Call("convert_image", {"image": fid, "grayscale": True}, result,
                                                     "Convert to grayscale.")], f"Black and white version: {made}.")
     if kind == "edges":
-        text = pick(rng, f"Show me the outlines in {said}.", f"edge-detect {said}", f"Trace the contours of {said}.")
+        text = pick(rng, f"Show me the outlines in {said}.", f"edge-detect {said}", f"Trace the contours of {said}.",
+                    f"Run edge detection on {said}.", f"Where are the edges in {said}?",
+                    f"Highlight the shape boundaries in {said}.")
         made, image = _made(rng, w, h)
         fraction = round(rng.uniform(0.01, 0.2), 4)
         result = obs({"edge_fraction": fraction, "width": w, "height": h}) + "\n" + image
@@ -76,7 +85,9 @@ def vision(rng: random.Random) -> Episode:
     boxes = [{"x": rng.randint(0, w - 120), "y": rng.randint(0, h - 120), "width": 100, "height": 100}
              for _ in range(count)]
     text = pick(rng, f"How many people are in {said}?", f"Find the faces in {said}.", f"count faces: {said}",
-                f"Is anyone's face visible in {said}?")
+                f"Is anyone's face visible in {said}?",
+                    f"Are there people in {said}?", f"Detect faces in {said}.", f"who is in {said}, how many faces?",
+                    f"Does {said} show any person?")
     made, image = _made(rng, w, h)
     result = obs({"faces": count, "boxes": boxes, "image": {"width": w, "height": h}}) + "\n" + image
     return Episode("detect_faces", text, [Call("detect_faces", {"image": fid}, result, "Detect faces.")],
@@ -103,7 +114,9 @@ PICTURES = ["a lighthouse at dusk", "a red bicycle leaning on a wall", "a cat we
 def text_to_image(rng: random.Random) -> Episode:
     subject = rng.choice(PICTURES)
     text = pick(rng, f"Draw {subject}.", f"Generate a picture of {subject}", f"can you paint {subject}?",
-                f"Make me an image: {subject}.", f"I'd like an illustration of {subject}.")
+                f"Make me an image: {subject}.", f"I'd like an illustration of {subject}.",
+                f"Create artwork showing {subject}.", f"Render {subject} as an image.",
+                f"Please produce a picture: {subject}.")
     made, result = _made(rng, 512, 512)
     return Episode("text_to_image", text, [Call("text_to_image", {"prompt": subject}, result, "Draw it.")],
                    f"Here is {subject}: {made}.")
@@ -132,6 +145,24 @@ def no_tool(rng: random.Random) -> Episode:
         ("ok great", "Glad it helped. Anything else?"),
         ("Say hi in French.", "Bonjour !"),
         ("What is the capital of France?", "Paris."),
+        ("Hi there", "Hi! What can I do for you?"),
+        ("Thank you so much!", "You're welcome."),
+        ("bye", "Goodbye!"),
+        ("How are you today?", "I'm fine, thanks. What would you like to do?"),
+        ("What does GPU stand for?", "Graphics processing unit."),
+        ("What does CPU stand for?", "Central processing unit."),
+        ("What does RAM mean?", "Random-access memory: the computer's working memory."),
+        ("What is an epoch in training?", "One full pass of the training data through the model."),
+        ("Explain in a sentence what a language model is.",
+         "A model that predicts the next word, trained on large amounts of text."),
+        ("What is LoRA, briefly?", "Low-Rank Adaptation: fine-tuning small added matrices instead of all the weights."),
+        ("Translate 'thank you' into German.", "Danke."),
+        ("How do you say 'good night' in Spanish?", "Buenas noches."),
+        ("Tell me a short joke.", "Why did the model overfit? It memorised the punchline."),
+        ("Nice work.", "Thanks!"),
+        ("Can you help me?", "Yes: tell me what you need - training, evaluation, deployment, code, maths or pictures."),
+        ("What colour is the sky on a clear day?", "Blue."),
+        ("What is overfitting, in one line?", "When a model learns its training data too well and does worse on new data."),
     ])
     return Episode("no_tool", text, [], answer, plannable=False)
 

@@ -169,27 +169,58 @@ def list_deployments(rng: random.Random) -> Episode:
 
 
 def jobs(rng: random.Random) -> Episode:
-    if rng.random() < 0.5:
-        job = f"ftjob-{hexid(rng)}"
-        status = rng.choice(["running", "succeeded", "failed", "queued"])
-        result = {"job_id": job, "kind": "fine_tune", "status": status, "model": EMBEDDED_MODEL_ID}
-        if status == "running":
-            result["progress"] = {"step": rng.randint(1, 90), "total_steps": 100, "loss": round(rng.uniform(0.1, 2), 4)}
-        if status == "succeeded":
-            result.update(fine_tuned_model=fine_tuned_model_id(EMBEDDED_MODEL_ID, job, None), final_loss=0.12, steps=100)
-        if status == "failed":
-            result["error"] = "the training file has no examples"
-        text = pick(rng, f"Is {job} done yet?", f"What's the state of {job}?", f"how far along is {job}",
-                    f"check on job {job}")
-        detail = {"running": f"running, step {result.get('progress', {}).get('step')} of 100",
-                  "succeeded": f"finished: the new model is {result.get('fine_tuned_model')}",
-                  "failed": f"failed: {result.get('error')}", "queued": "queued, waiting to start"}[status]
-        return Episode("job_status", text, [Call("job_status", {"job_id": job}, obs(result), "Check the job.")],
-                       f"{job} is {detail}.")
+    return job_status_episode(rng) if rng.random() < 0.5 else list_jobs_episode(rng)
+
+
+def job_status_episode(rng: random.Random) -> Episode:
+    evaluation = rng.random() < 0.3
+    job = f"{'evaljob' if evaluation else 'ftjob'}-{hexid(rng)}"
+    status = rng.choice(["running", "succeeded", "failed", "queued"])
+    result = {"job_id": job, "kind": "evaluation" if evaluation else "fine_tune", "status": status,
+              "model": EMBEDDED_MODEL_ID}
+    if status == "running":
+        result["progress"] = {"step": rng.randint(1, 90), "total_steps": 100, "loss": round(rng.uniform(0.1, 2), 4)}
+    if status == "succeeded" and evaluation:
+        result["results"] = [{"task": "arc_easy", "scores": {"acc": _score(rng)[1]}}]
+    elif status == "succeeded":
+        result.update(fine_tuned_model=fine_tuned_model_id(EMBEDDED_MODEL_ID, job, None), final_loss=0.12, steps=100)
+    if status == "failed":
+        result["error"] = pick(rng, "the training file has no examples", "out of memory at step 3",
+                               "the model could not be loaded")
+    run = "evaluation" if evaluation else pick(rng, "training job", "fine-tune", "tuning run")
+    text = pick(rng, f"Is {job} done yet?", f"What's the state of {job}?", f"how far along is {job}",
+                f"check on job {job}", f"Any news on my {run} {job}?", f"did {job} succeed?",
+                f"Give me the progress of {run} {job}.", f"{job} - finished or still going?",
+                f"Where is {job} at right now?", f"status update for {job} please")
+    detail = {"running": f"running, step {result.get('progress', {}).get('step')} of 100",
+              "succeeded": f"finished: the new model is {result.get('fine_tuned_model')}" if not evaluation
+              else f"finished: arc_easy acc {result.get('results', [{}])[0].get('scores', {}).get('acc')}",
+              "failed": f"failed: {result.get('error')}", "queued": "queued, waiting to start"}[status]
+    return Episode("job_status", text, [Call("job_status", {"job_id": job}, obs(result), "Check the job.")],
+                   f"{job} is {detail}.")
+
+
+def list_jobs_episode(rng: random.Random) -> Episode:
+    arguments: dict = {}
+    text = pick(rng, "What training runs have I started?", "list my fine-tuning jobs", "Show recent tuning jobs.",
+                "Which jobs are there?", "give me an overview of all my jobs", "What have you been training lately?",
+                "Any evaluations or fine-tunes in the queue?")
+    statuses = rng.sample(["succeeded", "running", "failed", "queued"], 2)
+    roll = rng.random()
+    if roll < 0.3:
+        status = rng.choice(["failed", "running", "succeeded", "queued"])
+        arguments["status"] = status
+        statuses = [status, status]
+        text = pick(rng, f"Which of my jobs are {status}?", f"list the {status} jobs", f"Show only {status} jobs.",
+                    f"Did any job end up {status}?" if status in ("failed", "succeeded") else f"what is {status} now?")
+    elif roll < 0.5:
+        limit = rng.choice([1, 2, 3, 5, 10])
+        arguments["limit"] = limit
+        text = pick(rng, f"List my last {limit} jobs.", f"the {limit} newest jobs, please",
+                    f"What were my {limit} latest runs?")
     listed = [{"job_id": f"ftjob-{hexid(rng)}", "kind": "fine_tune", "status": s, "model": EMBEDDED_MODEL_ID}
-              for s in rng.sample(["succeeded", "running", "failed"], 2)]
-    text = pick(rng, "What training runs have I started?", "list my fine-tuning jobs", "Show recent tuning jobs.")
-    return Episode("list_jobs", text, [Call("list_jobs", {}, obs(listed), "List the jobs.")],
+              for s in statuses[:arguments.get("limit", 2)]]
+    return Episode("list_jobs", text, [Call("list_jobs", arguments, obs(listed), "List the jobs.")],
                    "Jobs: " + ", ".join(f"{j['job_id']} ({j['status']})" for j in listed) + ".")
 
 

@@ -24,6 +24,8 @@ class Call:
     thought: str
     # The arguments as a ReWOO plan writes them, before any tool runs ("#E1", "#E1.fine_tuned_model").
     planned: dict[str, Any] | None = None
+    # A mistake the run then mends: shown as context, never trained on.
+    wrong: bool = False
 
 
 @dataclass
@@ -143,7 +145,9 @@ def arithmetic(rng: random.Random) -> Episode:
     elif kind == "pow":
         base, exp = rng.randint(2, 15), rng.randint(2, 6)
         text = pick(rng, f"Raise {base} to the {exp}th power.", f"{base}^{exp}?", f"What's {base} to the power {exp}",
-                    f"{base} multiplied by itself {exp} times", f"work out {base}**{exp} for me")
+                    f"{base} multiplied by itself {exp} times", f"work out {base}**{exp} for me",
+                    *([f"{base} cubed, please", f"the cube of {base}?"] if exp == 3 else []),
+                    *([f"{base} squared is?", f"square {base} for me"] if exp == 2 else []))
         expression = f"{base} ^ {exp}"
     elif kind == "sqrt":
         root = rng.randint(4, 120)
@@ -210,6 +214,22 @@ def python_task(rng: random.Random) -> Episode:
         (f"Script that repeats '{word}' twice with a space between", f"print('{word} {word}')", f"{word} {word}"),
         (f"Run a snippet that sums the numbers from 1 to {numbers[-1]}.", f"print(sum(range(1, {numbers[-1] + 1})))",
          str(sum(range(1, numbers[-1] + 1)))),
+        (f"In Python, how many times does 'o' occur in '{word}'?", f"print('{word}'.count('o'))", str(word.count("o"))),
+        (f"Python: print the squares of {numbers}.", f"print([n * n for n in {numbers}])", str([n * n for n in numbers])),
+        (f"With a script, glue {[word, word[::-1]]} together using commas.", f"print(','.join({[word, word[::-1]]}))",
+         f"{word},{word[::-1]}"),
+        (f"Use python to print {numbers} in reverse order.", f"print(list(reversed({numbers})))",
+         str(list(reversed(numbers)))),
+        (f"Code it: the smallest number in {numbers}.", f"print(min({numbers}))", str(min(numbers))),
+        (f"Print '{word}' in title case with Python.", f"print('{word}'.title())", word.title()),
+        (f"Write python that adds up the squares from 1 to {len(numbers) + 3}.",
+         f"print(sum(n * n for n in range(1, {len(numbers) + 4})))", str(sum(n * n for n in range(1, len(numbers) + 4)))),
+        (f"python: the first {len(numbers)} odd numbers", f"print([2 * n + 1 for n in range({len(numbers)})])",
+         str([2 * n + 1 for n in range(len(numbers))])),
+        (f"Run Python to check whether '{word}' is a palindrome.", f"print('{word}' == '{word}'[::-1])",
+         str(word == word[::-1])),
+        (f"Use code to print '{word}' three times with no spaces.", f"print('{word}' * 3)", word * 3),
+        (f"Python please: the length of the list {numbers}", f"print(len({numbers}))", str(len(numbers))),
     ]
     text, code, out = rng.choice(choices)
     observation = obs([f"stdout:\n{out}"])
@@ -252,7 +272,11 @@ def knowledge(rng: random.Random) -> Episode:
     text = pick(rng, f"Check our internal docs: what's the rule on {topic}?", f"Anything in the wiki about {topic}?",
                 f"Look through the uploaded documents for {topic}.", f"what do our policies say regarding {topic}",
                 f"I need the company guidance on {topic}.", f"From the knowledge base: {topic}?",
-                f"Find the passage on {topic} in my files.")
+                f"Find the passage on {topic} in my files.", f"What does the staff guide say on {topic}?",
+                f"According to our handbook, what about {topic}?", f"Search the handbook for {topic}.",
+                f"is there a policy on {topic}?", f"Quote the manual's section about {topic}.",
+                f"How do we handle {topic} here? Check the docs.", f"look up {topic} in the documentation",
+                f"What do the uploaded files tell me about {topic}?")
     answer = pick(rng, WIKI[topic], f"According to the documents: {WIKI[topic]}", f"{WIKI[topic]} (source: the docs)")
     return Episode("knowledge_search", text, [Call("knowledge_search", {"query": topic}, _hits(topic, rng),
                                                    "Search the documents.")], answer)
