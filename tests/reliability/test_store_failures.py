@@ -76,10 +76,11 @@ def test_a_store_locked_mid_job_is_a_503_then_the_job_resumes(tiny, tmp_path):
 
 @pytest.fixture()
 def small_disk(tmp_path):
-    """A 48 MB file system of its own (tmpfs; mounting needs root, as CI and these machines have)."""
+    """A 128 MB file system of its own (tmpfs; mounting needs root, as CI and these machines have).
+    At 48 MB a clean-clone CI run found it full before the test filled it (no room to create the filler)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(disk)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", str(disk)], capture_output=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
     yield disk
@@ -89,7 +90,7 @@ def small_disk(tmp_path):
 def fill(disk: Path) -> Path:
     """Writes until the file system has no room left."""
     filler = disk / "filler"
-    with open(filler, "wb") as out:
+    with open(filler, "ab") as out:  # made empty before the job started: opening needs no room now
         with contextlib.suppress(OSError):
             while True:
                 out.write(b"\0" * 2**16)
@@ -98,6 +99,7 @@ def fill(disk: Path) -> Path:
 
 
 def test_a_full_disk_mid_job_is_a_503_then_the_job_resumes(tiny, small_disk, tmp_path):
+    (small_disk / "filler").touch()
     server = Server(small_disk, tiny, log=tmp_path / "server.log").start()
     try:
         job_id, training_file = start_job(server.client())
