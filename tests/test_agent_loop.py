@@ -91,6 +91,27 @@ async def test_react_does_not_run_a_repeated_call_and_says_it_has_the_result(too
     await runtime.close()
 
 
+async def test_after_a_step_of_only_repeats_the_model_may_only_answer(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    offered = []
+
+    def answer_with_what_is_offered(messages, tools_offered):
+        offered.append([t["function"]["name"] for t in tools_offered])
+        return answer("Entry 23 is 391.")
+
+    llm = ScriptedChatModel(acts=[calls(("lookup", {"n": 23})), calls(("lookup", {"n": 23})), answer_with_what_is_offered])
+    _, outcome = await run(runtime, "agentd-react", "Look up 23.", llm)
+    assert offered == [["final_answer"]] and outcome.answer == "Entry 23 is 391." and RAN == [23]
+    # A step with one new call besides the repeat leaves every tool on offer.
+    RAN.clear()
+    offered.clear()
+    llm = ScriptedChatModel(acts=[calls(("lookup", {"n": 23})), calls(("lookup", {"n": 23}), ("lookup", {"n": 4})),
+                                  answer_with_what_is_offered])
+    await run(runtime, "agentd-react", "Look up 23 and 4.", llm)
+    assert "lookup" in offered[0] and "final_answer" in offered[0]
+    await runtime.close()
+
+
 async def test_a_call_repeated_within_one_step_runs_once(tools, tmp_path):
     runtime = await open_runtime(tools, tmp_path)
     twice = calls(("calculator", {"expression": "2 + 2"}), ("calculator", {"expression": "2 + 2"}))
@@ -231,6 +252,25 @@ async def test_a_run_out_of_steps_answers_from_its_results_not_with_the_question
     failing = [calls(("calculator", {"expression": "17 * 23"})), calls(("calculator", {"expression": "1 / 0"}))]
     steps, outcome = await run(runtime, "agentd-react", question, ScriptedChatModel(acts=failing, chats=[""]))
     assert outcome.answer == "Here is what I found: 391"
+    await runtime.close()
+
+
+async def test_an_answer_written_as_a_json_step_never_goes_out(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path, max_steps=2)
+    step = '{"thought": "The tool gave the answer.", "tool_calls": [{"name": "calculator", "arguments": {}}]}'
+    looping = [calls(("calculator", {"expression": "17 * 23"})), calls(("calculator", {"expression": "391 + 1"}))]
+    steps, outcome = await run(runtime, "agentd-react", "What is 17 * 23 + 1?",
+                               ScriptedChatModel(acts=looping, chats=[step], streams=True))
+    assert outcome.answer == "Here is what I found: 392" and not of(AnswerDelta, steps)
+    # Nothing found to give instead: the run says it found no answer, not the JSON.
+    failing = [calls(("calculator", {"expression": "1 / 0"})), calls(("calculator", {"expression": "2 / 0"}))]
+    steps, outcome = await run(runtime, "agentd-react", "What is 1 / 0?",
+                               ScriptedChatModel(acts=failing, chats=[step], streams=True))
+    assert outcome.answer == "I could not find the answer within the steps this run may take."
+    assert not of(AnswerDelta, steps)
+    # An answer that only starts with a brace is still an answer.
+    checked = CheckedAnswer(None, "Show the set.", "")
+    assert checked.final("{1, 2} is the set.") == "{1, 2} is the set."
     await runtime.close()
 
 

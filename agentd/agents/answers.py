@@ -3,7 +3,8 @@
 When a graph must answer without another tool call (a ReAct run out of steps, ReWOO's solver),
 a small model often restates the question instead. `CheckedAnswer` streams the model's answer
 once its start shows that it answers, and otherwise replaces it with one quoting the last
-result: `Here is what I found: …`.
+result: `Here is what I found: …`. A reply written as a JSON object (a model trained on tool
+steps writing one more step) is no answer either, and never goes out.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def found_answer(found: str) -> str:
     return f"Here is what I found: {quoted}"
 
 
+def is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except (json.JSONDecodeError, TypeError):
+        return False
+
+
 class CheckedAnswer:
     """The `on_text` of the model call that writes an answer, and the judge of that answer.
 
@@ -80,15 +88,21 @@ class CheckedAnswer:
         if self.verdict is False:
             return
         self.held += piece
+        if not self.sent and self.held.lstrip().startswith("{"):
+            self.verdict = None  # judged whole, at the end: a JSON step must not go out
+            return
         if self.verdict is None and self._judgeable(piece):
             self.verdict = not restates(self.held, self.question, self.found)
         if self.verdict:
             self._send(self.held)
 
     def final(self, reply: str) -> str:
-        """The answer to give, now that the model's reply is complete (and stripped)."""
+        """The answer to give, now that the model's reply is complete (and stripped); "" when
+        it is no answer and no result was found to give instead."""
+        if is_json_object(reply):
+            return found_answer(self.found) if self.found.strip() else ""
         if self.verdict is None:
-            self.verdict = not restates(reply, self.question, self.found)
+            self.verdict = not self.found.strip() or not restates(reply, self.question, self.found)
         if not self.verdict:
             return found_answer(self.found)
         if self.held and reply.startswith(self.sent):  # what was held back to be judged goes out now

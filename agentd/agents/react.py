@@ -35,6 +35,9 @@ class ReactState(TypedDict, total=False):
     node: str
     # Calls whose observation is no result to answer from (an error, a refusal, a repeat).
     unusable: Annotated[list[str], operator.add]
+    # Whether every call of the last step repeated an earlier one: the next step may only answer
+    # (told it had the result, the small model still repeated the call until its step limit).
+    repeated: bool
 
 
 async def think(state: ReactState, runtime: Runtime[AgentContext], *, max_steps: int | None = None,
@@ -48,7 +51,7 @@ async def think(state: ReactState, runtime: Runtime[AgentContext], *, max_steps:
         return {"answer": await _best_effort_answer(ctx, state, write if streams else None)}
     final = FINAL_ANSWER if streams else SUB_ANSWER
     # A request's tool_choice shapes the first step only; after it the model chooses freely.
-    tools = ctx.first_step_tools(final) if steps == 0 else ctx.definitions() + [final]
+    tools = ctx.first_step_tools(final) if steps == 0 else [final] if state.get("repeated") else ctx.definitions() + [final]
     streamed: list[str] = []
 
     def stream_answer(piece: str) -> None:
@@ -86,7 +89,8 @@ async def act(state: ReactState, runtime: Runtime[AgentContext]) -> dict[str, An
     observations = await run_calls(ctx, calls, allowed, step_writer(runtime, state.get("node", "")), earlier)
     return {"messages": [{"role": "tool", "tool_call_id": o.call_id, "name": o.name, "content": o.content}
                          for o in observations],
-            "unusable": [o.call_id for o in observations if o.is_error or o.repeat_of]}
+            "unusable": [o.call_id for o in observations if o.is_error or o.repeat_of],
+            "repeated": all(o.repeat_of for o in observations)}
 
 
 def run_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -185,7 +185,7 @@ async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, 
     checked = CheckedAnswer(step_writer(runtime), state["question"], results[-1] if results else "")
     reply = await ctx.llm.chat(solver_messages(state.get("plan") or [], evidence, state.get("history"),
                                                state["question"]), max_tokens=200, on_text=checked)
-    answer = checked.final(reply)
+    answer = checked.final(reply) or prompt("react_no_answer")
     return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
 
 
