@@ -22,7 +22,7 @@ def tools():
 
 @pytest.fixture(scope="module")
 def rows(tools):
-    return training_rows(160, seed=3, tools=tools)
+    return training_rows(300, seed=3, tools=tools)
 
 
 def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, rows):
@@ -120,3 +120,20 @@ def test_requests_that_need_no_tool_plan_nothing(tools):
     rows = training_rows(300, seed=12, tools=tools)
     empty = [r for r in rows if r["kind"] == "plan/no_tool"]
     assert empty and all(json.loads(r["messages"][-1]["content"]) == {"steps": []} for r in empty)
+
+
+def test_python_programs_use_the_requests_values_and_report_what_the_real_tool_prints():
+    import random
+    import re
+
+    from agentd.tool_use.scenarios import python_instruction
+    from tools.sandbox import run_python
+
+    rng = random.Random(5)
+    for index in range(60):
+        episode = python_instruction(rng)
+        code = episode.calls[0].arguments["code"]
+        for literal in set(re.findall(r"\[[\d, ]+\]|'[a-z]{4,}'", code)) - {"'aeiou'"}:
+            assert literal.strip("'") in episode.request, (episode.request, code)
+        if index % 12 == 0:  # the sandbox's own output, not only this process's exec
+            assert json.loads(episode.calls[0].observation) == [f"stdout:\n{run_python(code).stdout.rstrip()}"]

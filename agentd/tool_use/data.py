@@ -29,15 +29,16 @@ from agentd.tool_use.scenarios import Episode
 # arguments said in words), chains whose later arguments come from earlier results, a failed call
 # mended, the workflow and its follow-up, pictures, no tool at all, unseen tools.
 MIX: list[tuple[Callable[[random.Random], Episode], int]] = [
-    (basic.arithmetic, 10), (basic.two_calculations, 3), (basic.python_task, 9), (basic.knowledge, 7),
+    (basic.arithmetic, 10), (basic.two_calculations, 3), (basic.python_task, 5), (basic.python_instruction, 7),
+    (basic.knowledge, 6),
     (basic.knowledge_then_calculate, 3), (basic.ingest, 2), (basic.documents, 1),
     (models.finetune, 3), (options.finetune_options, 6), (models.evaluate, 3), (options.evaluate_options, 5),
     (models.compare, 2), (options.compare_options, 3), (models.deploy, 2), (options.deploy_options, 5),
     (models.undeploy, 1), (options.undeploy_words, 2), (models.list_deployments, 1), (options.listings, 3),
-    (models.job_status_episode, 3), (models.list_jobs_episode, 3), (models.leaderboard, 1), (models.workflow, 7),
-    (models.workflow_then_deploy, 3), (models.finetune_then, 4), (chains.chain, 10), (recoveries.recovery, 9),
-    (media.vision, 12), (media.faces_then_crop, 2), (media.text_to_image, 4), (media.draw_then_rotate, 2),
-    (media.no_tool, 6), (media.custom_tool, 3),
+    (models.job_status_episode, 3), (models.list_jobs_episode, 3), (models.leaderboard, 2), (models.workflow, 7),
+    (models.workflow_then_deploy, 3), (models.finetune_then, 4), (chains.chain, 12), (recoveries.recovery, 9),
+    (media.vision, 16), (media.faces_then_crop, 2), (media.text_to_image, 5), (media.draw_then_rotate, 2),
+    (media.no_tool, 8), (media.custom_tool, 3),
 ]
 FINAL_THOUGHTS = ["The result answers the question.", "The tool gave the answer.", "Answer from the result.",
                   "That is what the user asked for."]

@@ -11,7 +11,8 @@ from agentd.tool_use.scenarios import Call, Episode, file_id, obs, pick
 def _picture(rng: random.Random) -> tuple[str, str]:
     """A picture the user sent (as the server shows it to the agent) and its id."""
     fid = file_id(rng)
-    return pick(rng, f"[image {fid}]", f"the photo {fid}", f"picture {fid}", f"my image {fid}"), fid
+    # An uploaded picture is as often named by its bare id: that id is an image, not a data set.
+    return pick(rng, f"[image {fid}]", f"the photo {fid}", f"picture {fid}", f"my image {fid}", fid, fid, fid), fid
 
 
 def _made(rng: random.Random, width: int, height: int, mime: str = "image/png") -> tuple[str, str]:
@@ -35,7 +36,7 @@ def vision(rng: random.Random) -> Episode:
                        f"The picture is {w}x{h} pixels, mean brightness about {mean:.0f}.")
     if kind == "resize":
         width = rng.choice([100, 200, 256, 300, 512, 800])
-        text = pick(rng, f"Shrink {said} to {width} pixels wide.", f"make {said} {width}px across",
+        text = pick(rng, f"Shrink {said} down to {width} pixels in width.", f"make {said} {width}px across",
                     f"Scale {said} down to a width of {width}.", f"resize {said}: width {width}",
                     f"I need {said} at {width} px wide.", f"Make {said} smaller, {width} pixels across.")
         made, result = _made(rng, width, round(h * width / w))
@@ -44,7 +45,7 @@ def vision(rng: random.Random) -> Episode:
     if kind == "rotate":
         degrees, words = rng.choice([(90, "a quarter turn to the left"), (-90, "90 degrees clockwise"),
                                      (180, "upside down"), (45, "45 degrees counter-clockwise"), (-30, "30° clockwise")])
-        text = pick(rng, f"Turn {said} {words}.", f"rotate {said} {words}", f"Can you spin {said} {words}?")
+        text = pick(rng, f"Please turn {said} {words}.", f"rotate {said} {words}", f"Can you spin {said} {words}?")
         made, result = _made(rng, h if abs(degrees) == 90 else w, w if abs(degrees) == 90 else h)
         return Episode("rotate_image", text, [Call("rotate_image", {"image": fid, "degrees": degrees}, result,
                                                    "Rotate the picture.")], f"Rotated {words}: {made}.")
@@ -108,17 +109,37 @@ def faces_then_crop(rng: random.Random) -> Episode:
 
 
 PICTURES = ["a lighthouse at dusk", "a red bicycle leaning on a wall", "a cat wearing sunglasses", "a snowy forest",
-            "an astronaut riding a horse", "a bowl of ramen", "a watercolour of a harbour", "a robot reading a book"]
+            "an astronaut riding a horse", "a bowl of ramen", "a watercolour of a harbour", "a robot reading a book",
+            "a green tractor in a field", "a dog in a raincoat", "a cup of coffee on a desk", "a mountain lake at sunrise",
+            "a sailing boat", "a plate of sushi", "a paper airplane", "an owl on a branch"]
 
 
 def text_to_image(rng: random.Random) -> Episode:
     subject = rng.choice(PICTURES)
-    text = pick(rng, f"Draw {subject}.", f"Generate a picture of {subject}", f"can you paint {subject}?",
-                f"Make me an image: {subject}.", f"I'd like an illustration of {subject}.",
-                f"Create artwork showing {subject}.", f"Render {subject} as an image.",
-                f"Please produce a picture: {subject}.")
-    made, result = _made(rng, 512, 512)
-    return Episode("text_to_image", text, [Call("text_to_image", {"prompt": subject}, result, "Draw it.")],
+    arguments: dict = {"prompt": subject}
+    options = ""
+    size = rng.choice([None, None, 256, 384, 640, 768, 1024])
+    if size:
+        arguments.update(width=size, height=size)
+        options += pick(rng, f", {size} by {size}", f" at {size}x{size}", f", {size} pixels square", f" ({size}x{size} px)")
+    if rng.random() < 0.3:
+        arguments["seed"] = rng.randint(1, 9999)
+        options += pick(rng, f", seed {arguments['seed']}", f" with seed {arguments['seed']}",
+                        f", random seed {arguments['seed']}")
+    if rng.random() < 0.15:
+        arguments["steps"] = rng.choice([10, 30, 40, 50])
+        options += f", {arguments['steps']} steps"
+    if rng.random() < 0.15:
+        avoid = rng.choice(["people", "text", "blur"])
+        arguments["negative_prompt"] = avoid
+        options += pick(rng, f", no {avoid}", f", without any {avoid}")
+    text = pick(rng, f"Draw {subject}{options}.", f"Generate a picture of {subject}{options}",
+                f"can you paint {subject}{options}?", f"Make me an image{options}: {subject}.",
+                f"I'd like an illustration of {subject}{options}.", f"Create artwork showing {subject}{options}.",
+                f"Render {subject} as an image{options}.", f"Please produce a picture: {subject}{options}.",
+                f"I want a picture of {subject} for my slides{options}.", f"Sketch {subject}{options}.")
+    made, result = _made(rng, arguments.get("width", 512), arguments.get("height", 512))
+    return Episode("text_to_image", text, [Call("text_to_image", arguments, result, "Draw it.")],
                    f"Here is {subject}: {made}.")
 
 
@@ -163,6 +184,33 @@ def no_tool(rng: random.Random) -> Episode:
         ("Can you help me?", "Yes: tell me what you need - training, evaluation, deployment, code, maths or pictures."),
         ("What colour is the sky on a clear day?", "Blue."),
         ("What is overfitting, in one line?", "When a model learns its training data too well and does worse on new data."),
+        # Questions a tool cannot help with, said the way people say them: the answer is written directly.
+        ("Hey, what are you?", "I am agentd's assistant: I call tools to train, evaluate, deploy and run models."),
+        ("Hello, can you introduce yourself?", "Hi! I'm agentd's assistant. I fine-tune, evaluate and deploy models, "
+                                               "calculate, run Python, search documents and work with images."),
+        ("What does API stand for?", "Application programming interface."),
+        ("What does JSON stand for?", "JavaScript Object Notation."),
+        ("What does LLM mean?", "Large language model."),
+        ("What does SQL stand for?", "Structured Query Language."),
+        ("What does the acronym HTTP mean?", "Hypertext Transfer Protocol."),
+        ("What do the letters CSV stand for?", "Comma-separated values."),
+        ("Greet me in Italian.", "Ciao! / Buongiorno!"),
+        ("How do you say 'thank you' in Japanese?", "Arigatou (ありがとう)."),
+        ("Say good evening in German.", "Guten Abend!"),
+        ("Write 'welcome' in Spanish.", "Bienvenido."),
+        ("In a sentence, what is quantization?", "Storing a model's weights with fewer bits (8 or 4) to save memory and time."),
+        ("Briefly, what does a tokenizer do?", "It splits text into the tokens (word pieces) a model reads and writes."),
+        ("What is a learning rate, in short?", "How big a step the optimizer takes when it updates the weights."),
+        ("Describe inference in one line.", "Running a trained model to get its outputs for new inputs."),
+        ("What's a benchmark, in one sentence?", "A fixed set of tasks used to measure and compare models."),
+        ("What is the difference between LoRA and full fine-tuning, briefly?",
+         "LoRA trains small added matrices; full fine-tuning updates every weight."),
+        ("Define a checkpoint in model training.", "A saved copy of the weights (and optimizer state) at some step."),
+        ("Who wrote Romeo and Juliet?", "William Shakespeare."),
+        ("How many days are in a week?", "Seven."),
+        ("Give me a synonym for 'fast'.", "Quick."),
+        ("Thanks a lot, goodbye!", "You're welcome. Goodbye!"),
+        ("Good afternoon!", "Good afternoon! What can I do for you?"),
     ])
     return Episode("no_tool", text, [], answer, plannable=False)
 

@@ -309,7 +309,7 @@ def finetune_then(rng: random.Random) -> Episode:
     fine = _finetune_result(model, tuned, rng)
     if rng.random() < 0.5:
         task_said, task = rng.choice(TASK_WORDS)
-        text = pick(rng, f"Fine-tune {said} on {data}, then evaluate the new model on {task_said}.",
+        text = pick(rng, f"Fine-tune {said} on {data}, and after that evaluate the new model on {task_said}.",
                     f"Train {said} with {data} and afterwards benchmark the result on {task_said}.")
         result = _eval_result(tuned, [task], rng)
         score = next(iter(result["results"][0]["scores"].items()))

@@ -148,7 +148,8 @@ def deploy_options(rng: random.Random) -> Episode:
         elif option == "wait":
             arguments["wait"] = False
             parts.append(pick(rng, " and return before it has loaded", ", don't wait for it to be ready",
-                              " without waiting for the load", "; answer me right away, it can load meanwhile"))
+                              " without waiting for the load", "; answer me right away, it can load meanwhile",
+                              " and reply at once rather than waiting", ", no need to wait until it's up"))
         elif not model.startswith("ft:"):
             adapter = _tuned_id("smollm2", rng)
             arguments["adapters"] = [adapter]

@@ -238,6 +238,84 @@ def python_task(rng: random.Random) -> Episode:
                    pick(rng, f"The output is {out}.", f"Result: {out}", f"{out}"))
 
 
+# What a user asks Python to do, said as an instruction after "Use Python to …"-like openings: the
+# small model must turn the task itself into code, not copy a fixed request.
+_PYTHON_OPENINGS = ["Use Python to ", "Using Python, ", "With Python, ", "Write Python code to ", "In Python, ",
+                    "Run a Python snippet to ", "Please use python to ", "Can you use Python to ", "Python: ",
+                    "Write a short script to ", "Use code to ", "Run some code to "]
+
+
+def _python_instructions(rng: random.Random) -> list[tuple[str, str]]:
+    """(the task in words, the program that does it), with fresh words and numbers each time."""
+    word, other, third = rng.sample(WORDS, 3)
+    numbers = rng.sample(range(1, 90), rng.randint(3, 6))
+    n, k = rng.randint(4, 30), rng.randint(3, 9)
+    separator, separator_said = rng.choice([("-", "dashes"), (", ", "commas"), (" ", "spaces"), ("+", "plus signs"),
+                                            ("/", "slashes"), ("_", "underscores")])
+    return [
+        (f"reverse the word '{word}'", f"print('{word}'[::-1])"),
+        (f"turn the text '{word}' around", f"print('{word}'[::-1])"),
+        (f"print '{word}' in capital letters", f"print('{word}'.upper())"),
+        (f"make '{word.upper()}' lower case", f"print('{word.upper()}'.lower())"),
+        (f"print '{word}' with a capital first letter", f"print('{word}'.capitalize())"),
+        (f"add up the squares of the numbers 1 through {n}", f"print(sum(i * i for i in range(1, {n + 1})))"),
+        (f"sum the cubes from 1 to {k}", f"print(sum(i ** 3 for i in range(1, {k + 1})))"),
+        (f"count how many letters '{word}' has", f"print(len('{word}'))"),
+        (f"count the vowels in the word '{other}'", f"print(sum(c in 'aeiou' for c in '{other}'))"),
+        (f"list the first {k} even numbers", f"print([2 * i for i in range(1, {k + 1})])"),
+        (f"print the first {k} odd numbers", f"print([2 * i - 1 for i in range(1, {k + 1})])"),
+        (f"show the first {k} square numbers", f"print([i * i for i in range(1, {k + 1})])"),
+        (f"print the numbers from 1 to {k}", f"print(list(range(1, {k + 1})))"),
+        (f"join {[word, other, third]} with {separator_said}", f"print({separator!r}.join({[word, other, third]}))"),
+        (f"repeat '{word}' {k} times in a single string", f"print('{word}' * {k})"),
+        (f"find the largest number in {numbers}", f"print(max({numbers}))"),
+        (f"get the smallest value of {numbers}", f"print(min({numbers}))"),
+        (f"work out {k} to the power of {rng.randint(2, 12)}", None),
+        (f"reverse the list {numbers}", f"print({numbers}[::-1])"),
+        (f"sort {numbers} from largest to smallest", f"print(sorted({numbers}, reverse=True))"),
+        (f"sort the list {numbers}", f"print(sorted({numbers}))"),
+        (f"compute the average of {numbers}", f"print(sum({numbers}) / len({numbers}))"),
+        (f"add up all of {numbers}", f"print(sum({numbers}))"),
+        (f"count the items in {numbers}", f"print(len({numbers}))"),
+        (f"compute the factorial of {k}", f"import math\nprint(math.factorial({k}))"),
+        (f"check whether {n} is even", f"print({n} % 2 == 0)"),
+        (f"split '{word} {other} {third}' into words", f"print('{word} {other} {third}'.split())"),
+        (f"replace every 'a' in '{word}' with 'o'", f"print('{word}'.replace('a', 'o'))"),
+        (f"print the last letter of '{word}'", f"print('{word}'[-1])"),
+        (f"print the first three letters of '{other}'", f"print('{other}'[:3])"),
+        (f"multiply all the numbers in {numbers[:4]} together", f"import math\nprint(math.prod({numbers[:4]}))"),
+        (f"print the even numbers among {numbers}", f"print([x for x in {numbers} if x % 2 == 0])"),
+        (f"double every number in {numbers}", f"print([x * 2 for x in {numbers}])"),
+        (f"count the words in '{word} {other} {third}'", f"print(len('{word} {other} {third}'.split()))"),
+        (f"sort the letters of '{word}' alphabetically", f"print(''.join(sorted('{word}')))"),
+    ]
+
+
+def _run_python(code: str) -> str:
+    """The program's printed output, as the python tool would report it."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {})  # our own generated programs, nothing from outside
+    return out.getvalue().strip()
+
+
+def python_instruction(rng: random.Random) -> Episode:
+    task, code = rng.choice(_python_instructions(rng))
+    if code is None:  # "work out K to the power of P"
+        base, power = task.split("work out ")[1].split(" to the power of ")
+        code = f"print({base} ** {power})"
+    opening = rng.choice(_PYTHON_OPENINGS)
+    request = opening + task + pick(rng, ".", ".", "?", "", *([] if "please" in opening.lower() else [" please."]))
+    out = _run_python(code)
+    return Episode("python", request, [Call("python", {"code": code}, obs([f"stdout:\n{out}"]),
+                                            pick(rng, "Write the program and run it.", "Run code with python.",
+                                                 "Python can do this."))],
+                   pick(rng, f"The output is {out}.", f"Result: {out}", f"{out}", f"Python printed {out}."))
+
+
 # --- knowledge base ---------------------------------------------------------------------------
 
 # Topics of an invented company wiki (not the benchmark's handbook): what a search returns for each.
