@@ -252,6 +252,7 @@ def _python_instructions(rng: random.Random) -> list[tuple[str, str]]:
     n, k = rng.randint(4, 30), rng.randint(3, 9)
     separator, separator_said = rng.choice([("-", "dashes"), (", ", "commas"), (" ", "spaces"), ("+", "plus signs"),
                                             ("/", "slashes"), ("_", "underscores")])
+    power = rng.randint(2, 12)
     return [
         (f"reverse the word '{word}'", f"print('{word}'[::-1])"),
         (f"turn the text '{word}' around", f"print('{word}'[::-1])"),
@@ -270,7 +271,7 @@ def _python_instructions(rng: random.Random) -> list[tuple[str, str]]:
         (f"repeat '{word}' {k} times in a single string", f"print('{word}' * {k})"),
         (f"find the largest number in {numbers}", f"print(max({numbers}))"),
         (f"get the smallest value of {numbers}", f"print(min({numbers}))"),
-        (f"work out {k} to the power of {rng.randint(2, 12)}", None),
+        (f"work out {k} to the power of {power}", f"print({k} ** {power})"),
         (f"reverse the list {numbers}", f"print({numbers}[::-1])"),
         (f"sort {numbers} from largest to smallest", f"print(sorted({numbers}, reverse=True))"),
         (f"sort the list {numbers}", f"print(sorted({numbers}))"),
@@ -304,9 +305,6 @@ def _run_python(code: str) -> str:
 
 def python_instruction(rng: random.Random) -> Episode:
     task, code = rng.choice(_python_instructions(rng))
-    if code is None:  # "work out K to the power of P"
-        base, power = task.split("work out ")[1].split(" to the power of ")
-        code = f"print({base} ** {power})"
     opening = rng.choice(_PYTHON_OPENINGS)
     request = opening + task + pick(rng, ".", ".", "?", "", *([] if "please" in opening.lower() else [" please."]))
     out = _run_python(code)
