@@ -5,7 +5,7 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from agentd.agents.grounding import RunNumbers, with_grounded_numbers
+from agentd.agents.grounding import RunIds, RunNumbers, not_starting_with, with_grounded_ids, with_grounded_numbers
 from agentd.llm.chat_model import step_schema
 
 PARAMETERS = {
@@ -66,3 +66,60 @@ def test_the_step_grammar_refuses_an_invented_number():
     step["tool_calls"][0]["arguments"]["max_steps"] = 100000
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(step, schema)
+
+
+FINETUNE = {"type": "object", "required": ["model", "training_file"], "properties": {
+    "model": {"type": "string"},
+    "training_file": {"type": "string", "description": "a file id (file-...) or the path of a JSONL file."},
+    "suffix": {"type": "string", "maxLength": 20},
+}}
+UPLOAD = "file-05e7a388748001fe8f12ab34"
+
+
+def ids_read(*texts: str) -> RunIds:
+    ids = RunIds()
+    for text in texts:
+        ids.learn_from_text(text)
+    return ids
+
+
+def test_an_id_read_can_only_be_copied_whole_and_a_path_still_can_be_written():
+    """The truncated upload id the embedded model once wrote (18 of 24 digits) cannot be written."""
+    tool = {"type": "function", "function": {"name": "finetune", "description": "Fine-tune.", "parameters":
+            with_grounded_ids(FINETUNE, ids_read(f"Fine-tune smollm2 on {UPLOAD}, job ftjob-00112233aabb"))}}
+    schema = step_schema([tool], 1)
+
+    def step(training_file: str) -> dict:
+        return {"thought": "t", "tool_calls": [{"name": "finetune", "arguments": {
+            "model": "smollm2", "training_file": training_file}}]}
+
+    for allowed in (UPLOAD, "examples/support_tickets.jsonl", "tickets.jsonl", "file", "profile-1.jsonl"):
+        jsonschema.validate(step(allowed), schema)
+    for refused in ("file-05e7a388748001fe8f", "file-00112233aabb", f"{UPLOAD}0"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(step(refused), schema)
+
+
+def test_ids_are_offered_latest_first_and_only_of_the_kind_the_argument_names():
+    ids = ids_read("file-aaaaaaaa11111111 then ftjob-bbbbbbbb22222222", "and file-cccccccc33333333")
+    choices = with_grounded_ids(FINETUNE, ids)["properties"]["training_file"]["anyOf"][0]["enum"]
+    assert choices == ["file-cccccccc33333333", "file-aaaaaaaa11111111"]
+
+
+@pytest.mark.parametrize("text", ["no id here", "ft:smollm2-135m-instruct:support:4a3a1b2c", "ftjob-0011aabbccdd"])
+def test_with_no_id_of_its_kind_read_the_argument_is_left_as_it_was(text):
+    assert with_grounded_ids(FINETUNE, ids_read(text)) == FINETUNE
+
+
+def test_the_other_value_pattern_is_one_the_grammar_compilers_take():
+    import xgrammar
+
+    from pipelines.decoding import grammar_of
+    from pipelines.engine import Constraint
+    from pipelines.openvino_grammar import openvino_grammar
+
+    grounded = with_grounded_ids(FINETUNE, ids_read(UPLOAD))
+    xgrammar.Grammar.from_regex(not_starting_with("file-"))
+    constraint = Constraint("json_schema", grounded)
+    assert grammar_of(constraint) is not None
+    assert "regex" in openvino_grammar(constraint)  # written out as rules, not refused as Unsupported

@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentd.agents.files import RunFiles, with_file_choices
-from agentd.agents.grounding import RunNumbers, with_grounded_numbers
+from agentd.agents.grounding import RunIds, RunNumbers, with_grounded_ids, with_grounded_numbers
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
@@ -138,10 +138,11 @@ class AgentContext:
     files: RunFiles = field(default_factory=RunFiles)
     tool_choice: ToolChoice = "auto"
     numbers: RunNumbers = field(default_factory=RunNumbers)
+    ids: RunIds = field(default_factory=RunIds)
 
     def definitions(self) -> list[dict[str, Any]]:
         """The tools the model may call now: their file arguments narrowed to the ids the run knows,
-        their optional numbers to the numbers it has read (see grounding)."""
+        their ids and optional numbers to those it has read (see grounding)."""
         if self.tool_choice == "none":
             return []
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
@@ -150,11 +151,17 @@ class AgentContext:
     def learn(self, text: str) -> None:
         """What the run reads (the conversation, observations): file ids and numbers it may pass on."""
         self.files.learn_from_text(text)
+        self.read_result(text)
+
+    def read_result(self, text: str) -> None:
+        """What a tool returned: ids and numbers the run may pass on (its files come as artifacts)."""
         self.numbers.learn_from_text(text)
+        self.ids.learn_from_text(text)
 
     def _narrowed(self, definition: dict[str, Any]) -> dict[str, Any]:
         function = definition["function"]
-        parameters = with_grounded_numbers(with_file_choices(function["parameters"], self.files), self.numbers)
+        parameters = with_file_choices(function["parameters"], self.files)
+        parameters = with_grounded_numbers(with_grounded_ids(parameters, self.ids), self.numbers)
         return {**definition, "function": {**function, "parameters": parameters}}
 
     @property
@@ -244,7 +251,7 @@ async def run_calls(ctx: AgentContext, calls: list[ToolCall], allowed: set[str],
         if result is not None:
             artifacts = [_artifact(ctx, a) for a in result.artifacts]
             observation = Observation(call.id, call.name, result.observation(), not result.ok, artifacts)
-            ctx.numbers.learn_from_text(observation.content)
+            ctx.read_result(observation.content)
         elif key in made:
             observation = repeat(call, made[key])
         else:

@@ -1,4 +1,5 @@
-"""Numbers an agent run has seen, and tool schemas whose optional numbers may only be one of them.
+"""Numbers and ids an agent run has seen, and tool schemas whose optional numbers and whose ids may
+only be one of them.
 
 A small model fills in optional numeric arguments nobody gave it: measured on the openvino engine,
 the plain-words request ("fine-tune smollm2 on my tickets, evaluate both, tell me which is better")
@@ -6,7 +7,8 @@ called tune_and_evaluate with `max_steps: 100000` and `limit: 100000`, twelve ho
 nobody asked for. An optional number is a choice the tool makes well by itself (its default, or
 "auto") unless the person said one, so the grammar lets a run pass only numbers that appear in
 what it has read: the conversation and the tools' observations. Required numbers, and every
-other argument, are left as they are.
+other argument, are left as they are. An id (an upload, a job) is copied the same way: from what
+the run has read, whole (see with_grounded_ids).
 """
 
 from __future__ import annotations
@@ -86,3 +88,70 @@ def _within(value: float, schema: dict[str, Any]) -> bool:
             and ("maximum" not in schema or value <= schema["maximum"])
             and ("exclusiveMinimum" not in schema or value > schema["exclusiveMinimum"])
             and ("exclusiveMaximum" not in schema or value < schema["exclusiveMaximum"]))
+
+
+# An id as the stores make them: a lower-case prefix, a dash, hex digits (`file-3f…`, `ftjob-…`, `dep-…`).
+_ID = re.compile(r"(?<![\w-])([a-z]+)-[0-9a-f]{8,}(?![\w-])")
+# How an argument's description names the id it takes: "a file id (file-...) or the path of a JSONL file".
+_ID_FORMAT = re.compile(r"\(([a-z]+)-\.\.\.\)")
+# What else such an argument may hold (a path, a model name): printable ASCII a JSON string need not escape.
+_PLAIN = [chr(c) for c in range(32, 127) if chr(c) not in '"\\']
+
+
+class RunIds:
+    """The ids a run has read (uploads, jobs, deployments), latest last."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, None] = {}
+
+    def learn_from_text(self, text: str) -> None:
+        for match in _ID.finditer(text):
+            self._seen.pop(match[0], None)
+            self._seen[match[0]] = None
+
+    def with_prefix(self, prefix: str) -> list[str]:
+        """The ids `prefix-…` read, latest first."""
+        return [i for i in reversed(self._seen) if i.startswith(f"{prefix}-")][:_MOST]
+
+
+def with_grounded_ids(parameters: dict[str, Any], ids: RunIds) -> dict[str, Any]:
+    """A copy of a tool's parameters where a string whose description names an id format (`(file-...)`)
+    may be an id of that kind only if the run has read it; any other value (a path) stays allowed.
+
+    A small model copying a 24-digit upload id stopped after 18 (`file-05e7a388748001fe8f`) and the
+    fine-tune failed; with the id an `enum` choice it can only be written whole. Nothing changes
+    while the run has read no id of that kind."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict):
+        return parameters
+    return {**parameters, "properties": {name: _id_choices(schema, ids) for name, schema in properties.items()}}
+
+
+def _id_choices(schema: Any, ids: RunIds) -> Any:
+    if not isinstance(schema, dict) or schema.get("type") != "string" or "enum" in schema or "const" in schema:
+        return schema
+    named = _ID_FORMAT.search(schema.get("description", ""))
+    seen = ids.with_prefix(named[1]) if named else []
+    if not seen:
+        return schema
+    other = {key: value for key, value in schema.items() if key != "description"}
+    return {"description": schema["description"], "anyOf": [
+        {"type": "string", "enum": seen}, {**other, "pattern": not_starting_with(f"{named[1]}-")}]}
+
+
+def not_starting_with(prefix: str) -> str:
+    """A regular expression for the plain strings that do not start with `prefix`, written without
+    look-ahead or negated classes (the grammar compilers take neither)."""
+    def one_of(chars: list[str]) -> str:
+        return "[" + "".join(f"\\{c}" if c in "\\]-[^." else c for c in chars) + "]"
+
+    def literal(text: str) -> str:
+        return re.sub(r"([.\-\\^$|?*+()\[\]{}])", r"\\\1", text)
+
+    anything = one_of(_PLAIN) + "*"
+    branches = []
+    for i, char in enumerate(prefix):
+        branches.append(literal(prefix[:i]) + one_of([c for c in _PLAIN if c != char]) + anything)
+        if i:
+            branches.append(literal(prefix[:i]))
+    return f"^({'|'.join(branches)})$"
