@@ -1,6 +1,6 @@
 """Rebuild the shipped tool-use adapter with agentd's own training pipeline:
 
-    .venv/bin/python -m agentd.tool_use.build [--episodes 900] [--seed 0] [--out agentd/tool_use/adapter]
+    .venv/bin/python -m agentd.tool_use.build [--episodes 2000] [--seed 0] [--out agentd/tool_use/adapter]
 
 Generates the synthetic runs (agentd.tool_use.data), trains a LoRA on the embedded model
 (r=16 on every linear layer, lr 1e-3, batch 8 as 2 × 4 — a batch of 8 rows of 768 tokens takes
@@ -98,7 +98,7 @@ def _cpus() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=900)
+    parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (a quick check of the pipeline)")
     parser.add_argument("--out", type=Path, default=ADAPTER_DIR)

@@ -35,7 +35,7 @@ MIX: list[tuple[Callable[[random.Random], Episode], int]] = [
     (models.finetune, 3), (options.finetune_options, 6), (models.evaluate, 3), (options.evaluate_options, 5),
     (models.compare, 2), (options.compare_options, 3), (models.deploy, 2), (options.deploy_options, 5),
     (models.undeploy, 1), (options.undeploy_words, 2), (models.list_deployments, 1), (options.listings, 3),
-    (models.job_status_episode, 3), (models.list_jobs_episode, 3), (models.leaderboard, 2), (models.workflow, 7),
+    (models.job_status_episode, 3), (models.list_jobs_episode, 3), (models.leaderboard, 2), (models.workflow, 10),
     (models.workflow_then_deploy, 3), (models.finetune_then, 4), (chains.chain, 12), (recoveries.recovery, 9),
     (media.vision, 16), (media.faces_then_crop, 2), (media.text_to_image, 5), (media.draw_then_rotate, 2),
     (media.no_tool, 8), (media.custom_tool, 3),

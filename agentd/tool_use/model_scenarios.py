@@ -258,26 +258,44 @@ def _workflow_result(model: str, data: str, tasks: list[str] | None, deploy_bett
 def workflow(rng: random.Random) -> Episode:
     said, model = _model(rng)
     data = _data(rng)
-    with_tasks = rng.random() < 0.6
+    with_tasks = rng.random() < 0.65
     picked = rng.sample(TASK_WORDS, rng.choice([1, 1, 2])) if with_tasks else []
     words, tasks = " and ".join(w for w, _ in picked), [t for _, t in picked] or None
+    limit = rng.choice([5, 8, 10, 12, 20, 25, 40, 50]) if tasks and rng.random() < 0.35 else None
+    scope = pick(rng, f"the first {limit} questions of {words}", f"{limit} samples of {words}",
+                 f"{words} ({limit} questions each)", f"{words}, {limit} items only") if limit else words
+    lora = pick(rng, " with LoRA", " using LoRA", " (LoRA)", " with a LoRA adapter") if rng.random() < 0.3 else ""
     deploy_better = rng.random() < 0.25
     then_deploy = pick(rng, ", and deploy whichever wins", ", then serve the better one", "; deploy the winner") \
         if deploy_better else ""
     if tasks:
-        text = pick(rng, f"Fine-tune {said} on {data}, then score the original and the tuned one on {words} and tell me "
-                         f"which wins{then_deploy}.",
-                    f"Train {said} with {data} and check on {words} whether it beats the original{then_deploy}.",
-                    f"I want {said} tuned on {data} and compared with the base on {words}{then_deploy}.",
-                    f"tune {said} using {data}; evaluate before vs after on {words}{then_deploy}")
+        # Naming both models ("the base and the tuned one") is this one tool, not a fine-tune and one evaluation.
+        text = pick(rng, f"Fine-tune {said} on {data}{lora}, then score the original and the tuned one on {scope} and "
+                         f"tell me which wins{then_deploy}.",
+                    f"Train {said} with {data}{lora} and check on {scope} whether it beats the original{then_deploy}.",
+                    f"I want {said} tuned on {data}{lora} and compared with the base on {scope}{then_deploy}.",
+                    f"tune {said} using {data}; evaluate before vs after on {scope}{then_deploy}",
+                    f"Fine-tune {said} on {data}{lora}, evaluate the base model and the tuned one on {scope}, and "
+                    f"report which one wins{then_deploy}.",
+                    f"Fine-tune {said} on {data}{lora}. Then run {scope} on both the base and the fine-tuned model "
+                    f"and say which is better{then_deploy}.",
+                    f"Please tune {said} on {data}{lora}, then benchmark the untuned and the tuned versions on "
+                    f"{scope} and tell me the better one{then_deploy}.",
+                    f"fine-tune {said} with {data}{lora} and evaluate base vs tuned on {scope}{then_deploy}",
+                    f"After fine-tuning {said} on {data}{lora}, evaluate the original model and the new one on "
+                    f"{scope}; which is better?{then_deploy}")
     else:
         text = pick(rng, f"Fine-tune {said} on {data} and tell me if it got better{then_deploy}.",
                     f"Train {said} on my data {data}; did it improve?{then_deploy}",
                     f"adapt {said} to {data} and let me know whether the tuned model is any better{then_deploy}",
-                    f"Does tuning {said} on {data} help? Try it{then_deploy}.")
-    arguments = {"model": model, "training_file": data}
+                    f"Does tuning {said} on {data} help? Try it{then_deploy}.",
+                    f"Fine-tune {said}{lora} on {data}, then evaluate it against the base model and tell me which "
+                    f"is better{then_deploy}.")
+    arguments: dict = {"model": model, "training_file": data}
     if tasks:
         arguments["tasks"] = tasks
+    if limit:
+        arguments["limit"] = limit
     if deploy_better:
         arguments["deploy_better"] = True
     result, answer = _workflow_result(model, data, tasks, deploy_better, rng)
