@@ -137,3 +137,14 @@ def test_python_programs_use_the_requests_values_and_report_what_the_real_tool_p
             assert literal.strip("'") in episode.request, (episode.request, code)
         if index % 12 == 0:  # the sandbox's own output, not only this process's exec
             assert json.loads(episode.calls[0].observation) == [f"stdout:\n{run_python(code).stdout.rstrip()}"]
+
+
+def test_data_written_on_one_machine_trains_on_another_unchanged(tmp_path):
+    """`build --write-rows` then `build --rows` elsewhere (a GPU machine without the tool registry's
+    dependencies) must train on exactly the rows, kinds and tool names `build --episodes` would."""
+    from agentd.tool_use.build import make_rows, read_data, write_data
+
+    made = make_rows(12, seed=3)
+    write_data(made, tmp_path / "data")
+    assert read_data(tmp_path / "data") == made
+    assert made["episodes"] == 12 and made["seed"] == 3 and "tune_and_evaluate" in made["tools"]

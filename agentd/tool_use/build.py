@@ -1,6 +1,10 @@
 """Rebuild the shipped tool-use adapter with agentd's own training pipeline:
 
-    .venv/bin/python -m agentd.tool_use.build [--episodes 2000] [--seed 0] [--out agentd/tool_use/adapter]
+    .venv/bin/python -m agentd.tool_use.build [--episodes 4000] [--seed 0] [--epochs 1] [--out agentd/tool_use/adapter]
+
+The data can be made on one machine and trained on another (a GPU): `--write-rows DIR` writes the rows and
+the tool names there and stops; `--rows DIR` trains on them (the data needs the server's tool registry,
+the training only torch, transformers and peft).
 
 Generates the synthetic runs (agentd.tool_use.data), trains a LoRA on the embedded model
 (r=16 on every linear layer, lr 1e-3, batch 8 as 2 × 4 — a batch of 8 rows of 768 tokens takes
@@ -24,7 +28,6 @@ import time
 from pathlib import Path
 
 from agentd.tool_use import ADAPTER_DIR
-from agentd.tool_use.data import server_tools, training_rows, write_rows
 from pipelines.embedded import EMBEDDED_MODEL_ID, embedded_model_folder
 from training import TrainingConfig, train
 from training.trainer import Callbacks
@@ -38,29 +41,54 @@ class _Print(Callbacks):
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()), flush=True)
 
 
-def build(episodes: int, seed: int, out: Path, data_dir: Path, max_steps: int | None = None) -> dict:
-    started = time.perf_counter()
+def make_rows(episodes: int, seed: int) -> dict:
+    """The training data: rows in the agents' step format, the tools they call, how they were drawn."""
+    from agentd.tool_use.data import server_tools, training_rows
+
     tools = server_tools()
-    rows = training_rows(episodes, seed, tools)
+    return {"episodes": episodes, "seed": seed, "tools": sorted(t["function"]["name"] for t in tools),
+            "rows": training_rows(episodes, seed, tools)}
+
+
+def write_data(data: dict, folder: Path) -> None:
+    from agentd.tool_use.data import write_rows
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_rows(data["rows"], folder / "rows.jsonl")
+    meta = {k: v for k, v in data.items() if k != "rows"} | {"kinds": [row["kind"] for row in data["rows"]]}
+    (folder / "data.json").write_text(json.dumps(meta) + "\n")
+
+
+def read_data(folder: Path) -> dict:
+    meta = json.loads((folder / "data.json").read_text())
+    lines = (folder / "rows.jsonl").read_text().splitlines()
+    rows = [json.loads(line) | {"kind": kind} for line, kind in zip(lines, meta.pop("kinds"), strict=True)]
+    return meta | {"rows": rows}
+
+
+def build(data: dict, out: Path, data_dir: Path, max_steps: int | None = None, epochs: float = 1.0) -> dict:
+    started = time.perf_counter()
+    rows = data["rows"]
     work = Path(tempfile.mkdtemp(prefix="agentd-tool-use-build-"))
-    data = write_rows(rows, work / "train.jsonl")
-    config = TrainingConfig(base_model=embedded_model_folder(data_dir), train_files=[data], output_dir=work / "run",
-                            method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.05, epochs=1.0,
-                            max_steps=max_steps, batch_size=4, gradient_accumulation_steps=2, learning_rate=1e-3, warmup_ratio=0.05,
-                            seq_len=768, packing=False, seed=seed, bf16=_native_bf16(), checkpoint_every=10_000)
+    (work / "train.jsonl").write_text("".join(json.dumps({"messages": row["messages"]}, ensure_ascii=False) + "\n"
+                                              for row in rows))
+    config = TrainingConfig(base_model=embedded_model_folder(data_dir), train_files=[work / "train.jsonl"],
+                            output_dir=work / "run", method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.05,
+                            epochs=epochs, max_steps=max_steps, batch_size=4, gradient_accumulation_steps=2,
+                            learning_rate=1e-3, warmup_ratio=0.05, seq_len=768, packing=False, seed=data["seed"],
+                            bf16=_native_bf16(), checkpoint_every=10_000)
     result = train(config, _Print())
     out.mkdir(parents=True, exist_ok=True)
     _store_fp16(result.final_dir, out)
     manifest = {
         "base_model": EMBEDDED_MODEL_ID,
-        "tools": sorted(t["function"]["name"] for t in tools),
-        "episodes": episodes, "rows": len(rows), "seed": seed,
+        "tools": data["tools"],
+        "episodes": data["episodes"], "rows": len(rows), "seed": data["seed"],
         "kinds": dict(sorted(collections.Counter(row["kind"] for row in rows).items())),
         "training": {"method": "lora", "r": 16, "alpha": 32, "target": "all-linear", "learning_rate": 1e-3,
-                     "batch_size": 8, "bf16": config.bf16, "steps": result.steps, "trained_tokens": result.trained_tokens,
-                     "final_loss": result.final_loss},
-        "seconds": round(time.perf_counter() - started), "machine": f"{platform.machine()}, "
-                                                                    f"{_cpus()} CPUs",
+                     "batch_size": 8, "epochs": epochs, "bf16": config.bf16, "steps": result.steps,
+                     "trained_tokens": result.trained_tokens, "final_loss": result.final_loss},
+        "seconds": round(time.perf_counter() - started), "machine": _machine(),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
@@ -90,21 +118,32 @@ def _native_bf16() -> bool:
         return False
 
 
-def _cpus() -> int:
+def _machine() -> str:
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()}, {cpus} CPUs{gpu}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=2000)
+    parser.add_argument("--episodes", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data")
+    parser.add_argument("--write-rows", type=Path, help="only write the data to this folder")
+    parser.add_argument("--rows", type=Path, help="train on data --write-rows wrote (no tool registry needed)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (a quick check of the pipeline)")
     parser.add_argument("--out", type=Path, default=ADAPTER_DIR)
     parser.add_argument("--data-dir", type=Path, default=Path(".agentd"), help="where the embedded model is cached")
     args = parser.parse_args()
-    manifest = build(args.episodes, args.seed, args.out, args.data_dir, args.max_steps)
+    data = read_data(args.rows) if args.rows else make_rows(args.episodes, args.seed)
+    if args.write_rows:
+        write_data(data, args.write_rows)
+        return
+    manifest = build(data, args.out, args.data_dir, args.max_steps, args.epochs)
     print(json.dumps({k: v for k, v in manifest.items() if k != "tools"}, indent=1))
 
 
