@@ -4,7 +4,7 @@
 
 The data can be made on one machine and trained on another (a GPU): `--write-rows DIR` writes the rows and
 the tool names there and stops; `--rows DIR` trains on them (the data needs the server's tool registry,
-the training only torch, transformers and peft).
+the training only torch, transformers, peft and pydantic).
 
 Generates the synthetic runs (agentd.tool_use.data), trains a LoRA on the embedded model
 (r=16 on every linear layer, lr 1e-3, batch 8 as 2 × 4 — a batch of 8 rows of 768 tokens takes
@@ -50,9 +50,14 @@ def make_rows(episodes: int, seed: int) -> dict:
             "rows": training_rows(episodes, seed, tools)}
 
 
-def write_data(data: dict, folder: Path) -> None:
-    from agentd.tool_use.data import write_rows
+def write_rows(rows: list[dict], path: Path) -> Path:
+    """The rows as the training pipeline reads them (OpenAI `messages` lines); here, not in `data`, so a
+    machine without the tool registry's dependencies can write them too."""
+    path.write_text("".join(json.dumps({"messages": row["messages"]}, ensure_ascii=False) + "\n" for row in rows))
+    return path
 
+
+def write_data(data: dict, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_rows(data["rows"], folder / "rows.jsonl")
     meta = {k: v for k, v in data.items() if k != "rows"} | {"kinds": [row["kind"] for row in data["rows"]]}
@@ -70,9 +75,8 @@ def build(data: dict, out: Path, data_dir: Path, max_steps: int | None = None, e
     started = time.perf_counter()
     rows = data["rows"]
     work = Path(tempfile.mkdtemp(prefix="agentd-tool-use-build-"))
-    (work / "train.jsonl").write_text("".join(json.dumps({"messages": row["messages"]}, ensure_ascii=False) + "\n"
-                                              for row in rows))
-    config = TrainingConfig(base_model=embedded_model_folder(data_dir), train_files=[work / "train.jsonl"],
+    train_file = write_rows(rows, work / "train.jsonl")
+    config = TrainingConfig(base_model=embedded_model_folder(data_dir), train_files=[train_file],
                             output_dir=work / "run", method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.05,
                             epochs=epochs, max_steps=max_steps, batch_size=4, gradient_accumulation_steps=2,
                             learning_rate=1e-3, warmup_ratio=0.05, seq_len=768, packing=False, seed=data["seed"],

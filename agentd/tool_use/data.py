@@ -177,8 +177,3 @@ def training_rows(count: int, seed: int, tools: list[dict[str, Any]] | None = No
                 rows.append({"messages": renderer.solver(episode), "kind": f"solve/{episode.kind}"})
     rng.shuffle(rows)
     return rows
-
-
-def write_rows(rows: list[dict[str, Any]], path: Path) -> Path:
-    path.write_text("".join(json.dumps({"messages": row["messages"]}, ensure_ascii=False) + "\n" for row in rows))
-    return path
