@@ -148,3 +148,20 @@ def test_data_written_on_one_machine_trains_on_another_unchanged(tmp_path):
     write_data(made, tmp_path / "data")
     assert read_data(tmp_path / "data") == made
     assert made["episodes"] == 12 and made["seed"] == 3 and "tune_and_evaluate" in made["tools"]
+
+
+def test_the_router_is_fitted_on_the_adapter_s_own_data_and_recorded_in_its_manifest(tmp_path):
+    from agentd.tool_use.build import build_router, make_rows
+    from agentd.tool_use.router import ToolRouter
+
+    data = make_rows(40, seed=5)
+    (tmp_path / "manifest.json").write_text(json.dumps({"episodes": 40, "seed": 5}))
+    manifest = build_router(data, tmp_path)
+    assert manifest["router"]["pairs"] > 40 and manifest["router"]["mass"] in (0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
+    router = ToolRouter.load(tmp_path)
+    assert set(router.labels) <= set(data["tools"]) | {"final_answer"} and "calculator" in router.labels
+    assert json.loads((tmp_path / "manifest.json").read_text())["router"] == manifest["router"]
+    # A router fitted on other data than the adapter's would not match what the adapter learned.
+    (tmp_path / "manifest.json").write_text(json.dumps({"episodes": 4000, "seed": 0}))
+    with pytest.raises(SystemExit, match="same data"):
+        build_router(data, tmp_path)

@@ -169,6 +169,16 @@ class AgentContext:
         """The tool a named `tool_choice` makes the first call use."""
         return self.tool_choice.get("name") if isinstance(self.tool_choice, dict) else None
 
+    async def routed(self, request: str, tools: list[dict[str, Any]]) -> set[str] | None:
+        """The names of `tools` a run's first call may go to, by the thinking model's router (answering
+        without a tool stays allowed); None: all of them (no router, or a tool_choice decides)."""
+        if self.forced_tool or self.llm.router is None or not request.strip():
+            return None
+        names = [t["function"]["name"] for t in tools]
+        callable_names = [n for n in names if n != FINAL_ANSWER["function"]["name"]]
+        kept = await asyncio.to_thread(self.llm.first_tools, request, callable_names)
+        return None if kept is None else kept | (set(names) - set(callable_names))
+
     def first_step_tools(self, final: dict[str, Any] = FINAL_ANSWER) -> list[dict[str, Any]]:
         """What the first step of a ReAct loop may call: the forced tool alone, any tool but
         final_answer when a call is required, else every tool and `final` (a final_answer)."""

@@ -52,6 +52,9 @@ async def think(state: ReactState, runtime: Runtime[AgentContext], *, max_steps:
     final = FINAL_ANSWER if streams else SUB_ANSWER
     # A request's tool_choice shapes the first step only; after it the model chooses freely.
     tools = ctx.first_step_tools(final) if steps == 0 else [final] if state.get("repeated") else ctx.definitions() + [final]
+    # The run's first call goes where the request points (a router, when the model has one).
+    only = await ctx.routed(str(run_turns(state["messages"])[0].get("content") or ""), tools) \
+        if steps == 0 and streams else None
     streamed: list[str] = []
 
     def stream_answer(piece: str) -> None:
@@ -61,7 +64,8 @@ async def think(state: ReactState, runtime: Runtime[AgentContext], *, max_steps:
             write(AnswerDelta(piece))
 
     reply = await ctx.llm.act(state["messages"], tools, max_calls=max_calls or ctx.max_calls,
-                              max_tokens=STEP_MAX_TOKENS if streams else SUB_STEP_MAX_TOKENS, on_answer=stream_answer)
+                              max_tokens=STEP_MAX_TOKENS if streams else SUB_STEP_MAX_TOKENS, on_answer=stream_answer,
+                              only=only)
     if reply.error and streamed:
         # The answer was going out when the step broke off (out of tokens): what the user saw stands.
         return {"steps": steps + 1, "answer": "".join(streamed)}

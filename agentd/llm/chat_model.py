@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -57,6 +58,12 @@ class ChatModel(ABC):
     constrained: bool = True
     # Tools the model was trained to call (a tool-use adapter's): prompts name them without describing them.
     known_tools: frozenset[str] = frozenset()
+    # Narrows a run's first call to the tools a request is likely to need (agentd.tool_use.router).
+    router: Any = None
+
+    def first_tools(self, request: str, names: list[str]) -> set[str] | None:
+        """Of `names`, the tools a run's first call may go to; None: any (this model has no router)."""
+        return None if self.router is None else self.router.first_tools(request, names)
 
     def list_tools(self, tools: list[dict[str, Any]]) -> str:
         """The tool listing a prompt shows this model."""
@@ -75,8 +82,12 @@ class ChatModel(ABC):
 
     @abstractmethod
     async def act(self, messages: list[dict[str, str]], tools: list[dict[str, Any]], *,
-                  max_calls: int = 3, max_tokens: int = 384, on_answer: TextCallback | None = None) -> ChatReply:
+                  max_calls: int = 3, max_tokens: int = 384, on_answer: TextCallback | None = None,
+                  only: Collection[str] | None = None) -> ChatReply:
         """One step: a thought and 1..max_calls tool calls among `tools` (OpenAI definitions).
+
+        `only` limits the calls to these tools while the prompt still lists all of `tools` (what a
+        tool-use adapter was trained to read).
 
         `on_answer` gets the `answer` of a final_answer call in pieces as it is written (they add up
         to that answer, stripped; a model that cannot stream may send it whole at the end).

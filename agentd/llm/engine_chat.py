@@ -13,11 +13,12 @@ from pipelines.engine import Constraint, GenerationRequest, SamplingParams, Text
 
 class EngineChatModel(ChatModel):
     def __init__(self, engine: TextEngine, model_id: str, *, constrained: bool = True,
-                 known_tools: frozenset[str] = frozenset()):
+                 known_tools: frozenset[str] = frozenset(), router: Any = None):
         self.engine = engine
         self.id = model_id
         self.constrained = constrained
         self.known_tools = known_tools
+        self.router = router
 
     async def _generate(self, messages: list[dict[str, str]], max_tokens: int, temperature: float = 0.0,
                         schema: dict[str, Any] | None = None, on_delta: TextCallback | None = None) -> str:
@@ -48,11 +49,12 @@ class EngineChatModel(ChatModel):
             messages = _with_system(messages, f"Reply with JSON only, valid against this schema:\n{json.dumps(schema)}")
         return parse_json(await self._generate(messages, max_tokens, schema=schema), schema)
 
-    async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None) -> ChatReply:
+    async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None, only=None) -> ChatReply:
         on_delta = AnswerArgumentStream(on_answer) if on_answer is not None else None
+        callable_tools = tools if only is None else [t for t in tools if t["function"]["name"] in only] or tools
         raw = await self._generate(self.step_messages(messages, tools), max_tokens,
-                                   schema=step_schema(tools, max_calls), on_delta=on_delta)
-        return reply_from_step(raw, tools, max_calls)
+                                   schema=step_schema(callable_tools, max_calls), on_delta=on_delta)
+        return reply_from_step(raw, callable_tools, max_calls)
 
     def step_messages(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What the model reads for one ReAct step (the tool-use adapter is trained on exactly this)."""

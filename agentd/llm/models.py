@@ -5,7 +5,7 @@ from __future__ import annotations
 from agentd.llm.chat_model import ChatModel
 from agentd.llm.engine_chat import EngineChatModel
 from agentd.llm.upstream_chat import UpstreamChatModel
-from agentd.tool_use import TOOL_USE_MODEL_ID, known_tools
+from agentd.tool_use import TOOL_USE_MODEL_ID, known_tools, tool_router
 from pipelines.engine import TextEngine
 from pipelines.openai_engine import OpenAIUpstreamEngine
 
@@ -19,5 +19,5 @@ def chat_model_for(engine: TextEngine, model_id: str) -> ChatModel:
     if isinstance(engine, OpenAIUpstreamEngine):
         return UpstreamChatModel(engine, model_id)
     if model_id == TOOL_USE_MODEL_ID:
-        return EngineChatModel(engine, model_id, known_tools=known_tools())
+        return EngineChatModel(engine, model_id, known_tools=known_tools(), router=tool_router())
     return EngineChatModel(engine, model_id)

