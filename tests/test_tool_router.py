@@ -130,3 +130,17 @@ async def test_a_named_tool_choice_or_no_router_leaves_the_first_call_free(tools
                                     tool_choice={"name": "calculator"})
     [step async for step in agent_run]
     assert forced.callable[0] is None
+
+
+class Broken:
+    def first_tools(self, request, names):
+        raise RuntimeError("the tool router needs the embedded embedding model")
+
+
+async def test_a_router_that_cannot_run_narrows_nothing_and_the_run_goes_on(tools, tmp_path):
+    runtime = await open_runtime(tools, tmp_path)
+    llm = ScriptedChatModel(acts=[calls(("rotate", {"degrees": 90})), answer("done")])
+    llm.router = Broken()
+    _, outcome = await run(runtime, "agentd-react", "Turn it a quarter.", llm)
+    assert outcome.answer == "done" and outcome.status == "completed"
+    assert llm.callable == [None, None]

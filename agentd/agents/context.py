@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
 
+log = logging.getLogger(__name__)
 
 
 def final_answer_tool(max_length: int = MAX_ANSWER) -> dict[str, Any]:
@@ -176,7 +178,11 @@ class AgentContext:
             return None
         names = [t["function"]["name"] for t in tools]
         callable_names = [n for n in names if n != FINAL_ANSWER["function"]["name"]]
-        kept = await asyncio.to_thread(self.llm.first_tools, request, callable_names)
+        try:
+            kept = await asyncio.to_thread(self.llm.first_tools, request, callable_names)
+        except Exception as error:  # a router that cannot run (its embedding model missing) narrows nothing
+            log.warning("the tool router failed (%s: %s); the first call may go to any tool", type(error).__name__, error)
+            return None
         return None if kept is None else kept | (set(names) - set(callable_names))
 
     def first_step_tools(self, final: dict[str, Any] = FINAL_ANSWER) -> list[dict[str, Any]]:
