@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -70,13 +71,19 @@ class LazyEmbedder:
         self._loaded: SentenceEmbedder | None = None
         self._lock = threading.Lock()
 
-    @classmethod
-    def embedded(cls) -> LazyEmbedder | None:
-        folder = embedded_embedding_folder()
-        return cls(folder, EMBEDDED_EMBEDDING_ID) if folder else None
+    @staticmethod
+    def embedded() -> LazyEmbedder | None:
+        """The embedded model, one per process: the knowledge base and the tool router share it."""
+        return _embedded()
 
     def embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
             if self._loaded is None:
                 self._loaded = SentenceEmbedder(self._folder, self.id)
         return self._loaded.embed(texts)
+
+
+@cache
+def _embedded() -> LazyEmbedder | None:
+    folder = embedded_embedding_folder()
+    return LazyEmbedder(folder, EMBEDDED_EMBEDDING_ID) if folder else None

@@ -179,11 +179,11 @@ class AgentContext:
         names = [t["function"]["name"] for t in tools]
         callable_names = [n for n in names if n != FINAL_ANSWER["function"]["name"]]
         try:
-            kept = await asyncio.to_thread(self.llm.first_tools, request, callable_names)
+            kept = await asyncio.to_thread(self.llm.router.first_tools, request, callable_names)
         except Exception as error:  # a router that cannot run (its embedding model missing) narrows nothing
             log.warning("the tool router failed (%s: %s); the first call may go to any tool", type(error).__name__, error)
             return None
-        return None if kept is None else kept | (set(names) - set(callable_names))
+        return kept | (set(names) - set(callable_names))
 
     def first_step_tools(self, final: dict[str, Any] = FINAL_ANSWER) -> list[dict[str, Any]]:
         """What the first step of a ReAct loop may call: the forced tool alone, any tool but

@@ -61,10 +61,6 @@ class ChatModel(ABC):
     # Narrows a run's first call to the tools a request is likely to need (agentd.tool_use.router).
     router: Any = None
 
-    def first_tools(self, request: str, names: list[str]) -> set[str] | None:
-        """Of `names`, the tools a run's first call may go to; None: any (this model has no router)."""
-        return None if self.router is None else self.router.first_tools(request, names)
-
     def list_tools(self, tools: list[dict[str, Any]]) -> str:
         """The tool listing a prompt shows this model."""
         return describe_tools(tools, self.known_tools)
@@ -126,6 +122,13 @@ def _bounded(schema: Any, limit: int) -> Any:
     if bounded.get("type") == "string" and not ({"enum", "const", "pattern", "format"} & bounded.keys()):
         bounded["maxLength"] = min(bounded.get("maxLength", limit), limit)
     return bounded
+
+
+def callable_tools(tools: list[dict[str, Any]], only: Collection[str] | None) -> list[dict[str, Any]]:
+    """The tools of `tools` named in `only` (all of them when None, or when `only` names none of them)."""
+    if only is None:
+        return tools
+    return [t for t in tools if t["function"]["name"] in only] or tools
 
 
 def step_schema(tools: list[dict[str, Any]], max_calls: int) -> dict[str, Any]:

