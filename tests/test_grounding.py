@@ -1,12 +1,17 @@
-"""Optional numeric tool arguments an agent may write are the numbers its run has read."""
+"""Tool arguments an agent may write: optional numbers and ids are those its run has read."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import jsonschema
 import pytest
 
-from agentd.agents.grounding import RunIds, RunNumbers, not_starting_with, with_grounded_ids, with_grounded_numbers
+from agentd.agents.grounding import (RunIds, RunNumbers, not_starting_with, unfillable, with_grounded_ids,
+                                     with_grounded_numbers)
 from agentd.llm.chat_model import step_schema
+from tools import ToolRegistry, tool
+from tools.schema import ID_KINDS, id_of
 
 PARAMETERS = {
     "type": "object", "required": ["model", "steps_needed"],
@@ -123,3 +128,89 @@ def test_the_other_value_pattern_is_one_the_grammar_compilers_take():
     constraint = Constraint("json_schema", grounded)
     assert grammar_of(constraint) is not None
     assert "regex" in openvino_grammar(constraint)  # written out as rules, not refused as Unsupported
+
+
+JOB_STATUS = {"type": "object", "required": ["job_id"], "properties": {
+    "job_id": {"type": "string", "description": "the job id.", ID_KINDS: ["ftjob", "evaljob"]}}}
+
+
+def test_an_id_only_argument_takes_only_ids_read_of_its_kinds_and_none_before_one_is_read():
+    assert unfillable(with_grounded_ids(JOB_STATUS, ids_read("Are any fine-tunes still running?", UPLOAD))) == ["job_id"]
+    read = ids_read("ftjob-00112233aabbccdd started", UPLOAD, "and evaljob-44556677eeff0011")
+    grounded = with_grounded_ids(JOB_STATUS, read)
+    assert unfillable(grounded) == []
+    assert grounded["properties"]["job_id"]["enum"] == ["evaljob-44556677eeff0011", "ftjob-00112233aabbccdd"]
+    tool = {"type": "function", "function": {"name": "job_status", "description": "Status.", "parameters": grounded}}
+    schema = step_schema([tool], 1)
+    jsonschema.validate({"thought": "t", "tool_calls": [{"name": "job_status", "arguments": {
+        "job_id": "ftjob-00112233aabbccdd"}}]}, schema)
+    for made_up in ("none", "ftjob-00112233", UPLOAD, "smollm2-135m-instruct"):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"thought": "t", "tool_calls": [{"name": "job_status", "arguments": {
+                "job_id": made_up}}]}, schema)
+
+
+def test_job_status_declares_its_argument_as_a_job_id():
+    from tools.builtin.jobs import JobTools
+    from tools.schema import json_schema_of, read_signature
+
+    job_id = json_schema_of(read_signature(JobTools.job_status, "job_status").arguments)["properties"]["job_id"]
+    assert job_id[ID_KINDS] == ["ftjob", "evaljob"] and job_id["type"] == "string"
+
+
+@tool
+def start_job(name: str) -> str:
+    """Start a job.
+
+    Args:
+        name: what to call it.
+    """
+    return f"started ftjob-00112233aabbccdd ({name})"
+
+
+@tool
+def job_state(job_id: Annotated[str, id_of("ftjob")]) -> str:
+    """The state of a job.
+
+    Args:
+        job_id: the job's id.
+    """
+    return "running"
+
+
+async def test_react_cannot_call_a_tool_needing_an_id_until_the_run_has_read_one(tmp_path):
+    from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
+    from tests.test_agents import open_runtime, run
+
+    registry = ToolRegistry([start_job, job_state])
+    runtime = await open_runtime(registry, tmp_path)
+    llm = ScriptedChatModel(acts=[calls(("start_job", {"name": "a"})),
+                                  calls(("job_state", {"job_id": "ftjob-00112233aabbccdd"})), answer("running")])
+    _, outcome = await run(runtime, "agentd-react", "Start job a and tell me how it is doing.", llm)
+    assert outcome.answer == "running"
+    # Before the job's id was read, job_state was not callable; after, every tool was.
+    assert llm.callable == [["final_answer", "start_job"], None, None]
+    # An id in the request itself is read too.
+    named = ScriptedChatModel(acts=[answer("ok")])
+    await run(runtime, "agentd-react", "How is ftjob-99887766aabbccdd doing?", named)
+    assert named.callable == [None]
+    await runtime.close()
+    registry.close()
+
+
+def test_a_plan_may_pass_an_unread_id_only_as_an_earlier_step_s_result():
+    from agentd.agents.rewoo import plan_schema
+
+    def plan(job_id: str) -> dict:
+        return {"steps": [{"thought": "t", "tool": "job_status", "arguments": {"job_id": job_id}}]}
+
+    tool = {"type": "function", "function": {"name": "job_status", "description": "Status.",
+                                             "parameters": with_grounded_ids(JOB_STATUS, ids_read("nothing"))}}
+    unread = plan_schema([tool], 3)
+    jsonschema.validate(plan("#E1.job_id"), unread)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(plan("none"), unread)
+    tool["function"]["parameters"] = with_grounded_ids(JOB_STATUS, ids_read("ftjob-00112233aabbccdd"))
+    read = plan_schema([tool], 3)
+    for allowed in ("ftjob-00112233aabbccdd", "#E1"):
+        jsonschema.validate(plan(allowed), read)

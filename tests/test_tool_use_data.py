@@ -3,11 +3,13 @@ from the tools the server really offers."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 
 from agentd.agents.context import FINAL_ANSWER
+from agentd.agents.grounding import RunIds, with_grounded_ids
 from agentd.agents.rewoo import plan_schema
 from agentd.llm.chat_model import parse_json, step_schema
 from agentd.tool_use.data import episodes, requests, server_tools, training_rows
@@ -26,14 +28,28 @@ def rows(tools):
 
 
 def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, rows):
+    """Against the schemas the agent's grammar has at that point of the run: ids grounded in what it read."""
     everything = tools + [_definition(name) for name in CUSTOM_TOOLS]
-    step, plan = step_schema(everything + [FINAL_ANSWER], max_calls=3), plan_schema(everything, max_steps=6)
+
+    @functools.cache
+    def schemas(read: tuple[str, ...]) -> tuple[dict, dict]:
+        ids = RunIds()
+        for text in read:
+            ids.learn_from_text(text)
+        grounded = [{**t, "function": {**t["function"], "parameters": with_grounded_ids(t["function"]["parameters"], ids)}}
+                    for t in everything]
+        return step_schema(grounded + [FINAL_ANSWER], max_calls=3), plan_schema(grounded, max_steps=6)
+
     kinds = set()
     for row in rows:
         kinds.add(row["kind"].split("/")[0])
+        read: list[str] = []
         for message in row["messages"]:
+            if message["role"] != "assistant":
+                read.append(message["content"])
             if message["role"] != "assistant" or message.get("weight") == 0:
                 continue
+            step, plan = schemas(tuple(read))
             if row["kind"].startswith("react/"):
                 parse_json(message["content"], step)
             elif row["kind"].startswith("plan/"):

@@ -15,6 +15,17 @@ from pydantic.json_schema import GenerateJsonSchema
 from tools.context import ToolContext
 
 
+# The JSON-schema key of a string argument that is only ever an id, listing its kinds (`ftjob`, `evaljob`).
+ID_KINDS = "x-agentd-id"
+
+
+def id_of(*kinds: str) -> FieldInfo:
+    """Declares a string argument that only ever names a stored thing by its id (`ftjob-…`), never by a
+    path or a name: `job_id: Annotated[str, id_of("ftjob", "evaljob")]`. An agent may then pass only an
+    id of those kinds it has read, and cannot call the tool before it has read one."""
+    return Field(json_schema_extra={ID_KINDS: list(kinds)})
+
+
 class ToolDefinitionError(TypeError):
     """A function cannot become a tool as written; the message says what to change."""
 

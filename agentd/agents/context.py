@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentd.agents.files import RunFiles, with_file_choices
-from agentd.agents.grounding import RunIds, RunNumbers, with_grounded_ids, with_grounded_numbers
+from agentd.agents.grounding import RunIds, RunNumbers, unfillable, with_grounded_ids, with_grounded_numbers
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.registry import ToolRegistry
@@ -184,6 +184,16 @@ class AgentContext:
             log.warning("the tool router failed (%s: %s); the first call may go to any tool", type(error).__name__, error)
             return None
         return kept | (set(names) - set(callable_names))
+
+    def callable_now(self, tools: list[dict[str, Any]], routed: set[str] | None = None) -> set[str] | None:
+        """The names of `tools` a step may call: those `routed` allows (None: all), less any whose
+        id-only argument has no id the run has read (see grounding.unfillable); None: all of `tools`.
+        A tool the request's tool_choice names stays callable."""
+        blocked = {t["function"]["name"] for t in tools if unfillable(t["function"]["parameters"])} - {self.forced_tool}
+        if not blocked:
+            return routed
+        names = {t["function"]["name"] for t in tools} if routed is None else routed
+        return names - blocked
 
     def first_step_tools(self, final: dict[str, Any] = FINAL_ANSWER) -> list[dict[str, Any]]:
         """What the first step of a ReAct loop may call: the forced tool alone, any tool but

@@ -8,13 +8,16 @@ nobody asked for. An optional number is a choice the tool makes well by itself (
 "auto") unless the person said one, so the grammar lets a run pass only numbers that appear in
 what it has read: the conversation and the tools' observations. Required numbers, and every
 other argument, are left as they are. An id (an upload, a job) is copied the same way: from what
-the run has read, whole (see with_grounded_ids).
+the run has read, whole (see with_grounded_ids); a tool whose argument can only be an id the run
+has not read cannot be called yet (see unfillable).
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from tools.schema import ID_KINDS
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`) or a word (`gpt4`).
 _NUMBER = re.compile(r"(?<![\w.:/-])\d+(?:\.\d+)?(?![\w:/-]|\.\d)")
@@ -109,14 +112,33 @@ class RunIds:
             self._seen.pop(match[0], None)
             self._seen[match[0]] = None
 
-    def with_prefix(self, prefix: str) -> list[str]:
-        """The ids `prefix-…` read, latest first."""
-        return [i for i in reversed(self._seen) if i.startswith(f"{prefix}-")][:_MOST]
+    def with_prefix(self, *prefixes: str) -> list[str]:
+        """The ids `prefix-…` read (of any of `prefixes`), latest first."""
+        return [i for i in reversed(self._seen) if i.split("-", 1)[0] in prefixes][:_MOST]
+
+
+def unfillable(parameters: dict[str, Any]) -> list[str]:
+    """The required arguments of (grounded) parameters that can only be an id and have none to take:
+    the run has read no id of their kind, so a call could only name one that does not exist.
+
+    The embedded model, lost, called `job_status` with ids it never read ("none", a model name, a
+    file id) until its step limit, instead of `list_jobs` or an answer."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict):
+        return []
+    return [name for name in parameters.get("required") or () if id_unread(properties.get(name))]
+
+
+def id_unread(schema: Any) -> bool:
+    """Whether a (grounded) argument schema can only be an id and the run has read none of its kind."""
+    return isinstance(schema, dict) and ID_KINDS in schema and "enum" not in schema
 
 
 def with_grounded_ids(parameters: dict[str, Any], ids: RunIds) -> dict[str, Any]:
     """A copy of a tool's parameters where a string whose description names an id format (`(file-...)`)
     may be an id of that kind only if the run has read it; any other value (a path) stays allowed.
+    A string that is only ever an id (`x-agentd-id`: its kinds, as tools.schema.id_of declares it)
+    may only be one of the ids of those kinds the run has read.
 
     A small model copying a 24-digit upload id stopped after 18 (`file-05e7a388748001fe8f`) and the
     fine-tune failed; with the id an `enum` choice it can only be written whole. Nothing changes
@@ -130,6 +152,9 @@ def with_grounded_ids(parameters: dict[str, Any], ids: RunIds) -> dict[str, Any]
 def _id_choices(schema: Any, ids: RunIds) -> Any:
     if not isinstance(schema, dict) or schema.get("type") != "string" or "enum" in schema or "const" in schema:
         return schema
+    if ID_KINDS in schema:
+        seen = ids.with_prefix(*schema[ID_KINDS])
+        return {**schema, "enum": seen} if seen else schema
     named = _ID_FORMAT.search(schema.get("description", ""))
     seen = ids.with_prefix(named[1]) if named else []
     if not seen:

@@ -53,8 +53,9 @@ async def think(state: ReactState, runtime: Runtime[AgentContext], *, max_steps:
     # A request's tool_choice shapes the first step only; after it the model chooses freely.
     tools = ctx.first_step_tools(final) if steps == 0 else [final] if state.get("repeated") else ctx.definitions() + [final]
     # The run's first call goes where the request points (a router, when the model has one).
-    only = await ctx.routed(str(run_turns(state["messages"])[0].get("content") or ""), tools) \
+    routed = await ctx.routed(str(run_turns(state["messages"])[0].get("content") or ""), tools) \
         if steps == 0 and streams else None
+    only = ctx.callable_now(tools, routed)
     streamed: list[str] = []
 
     def stream_answer(piece: str) -> None:

@@ -14,10 +14,12 @@ from langgraph.runtime import Runtime
 
 from agentd.agents.answers import CheckedAnswer
 from agentd.agents.context import AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls, step_writer
+from agentd.agents.grounding import id_unread
 from agentd.agents.steps import Observation, Plan, Retry
 from agentd.llm.chat_model import ChatModel, StructuredOutputError, ToolCall, bounded_strings, prompt
 
 REFERENCE = re.compile(r"#E(\d+)")
+REFERENCE_STRING = {"type": "string", "pattern": r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
 # A reference to one field of an earlier result: `#E1.fine_tuned_model` (the model a fine-tune made).
 FIELD_REFERENCE = re.compile(r"#E(\d+)(?:\.([A-Za-z_]\w*))?")
 MAX_PLAN_ATTEMPTS = 3
@@ -51,8 +53,9 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
     variants = []
     for definition in tools:
         parameters = bounded_strings(definition["function"]["parameters"])
-        # Any argument may instead be a reference to an earlier result.
-        referable = {name: {"anyOf": [prop, {"type": "string", "pattern": r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"}]}
+        # Any argument may instead be a reference to an earlier result; an id the run has not read
+        # can only be one (a job started by an earlier step).
+        referable = {name: REFERENCE_STRING if id_unread(prop) else {"anyOf": [prop, REFERENCE_STRING]}
                      for name, prop in parameters.get("properties", {}).items()}
         variants.append({"type": "object", "properties": {
             "thought": {"type": "string", "maxLength": 120}, "tool": {"const": definition["function"]["name"]},

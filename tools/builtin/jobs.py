@@ -19,6 +19,7 @@ from tools.builtin.data_files import training_file_id
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
+from tools.schema import id_of
 
 if TYPE_CHECKING:
     from agentd.jobs import Job
@@ -94,11 +95,11 @@ class JobTools(Toolkit):
         return [_summary(job) for job in self.service.list(statuses=(status,) if status else (), limit=limit)]
 
     @tool(changing=True)
-    def job_status(self, job_id: str) -> dict:
+    def job_status(self, job_id: Annotated[str, id_of("ftjob", "evaljob")]) -> dict:
         """The status, progress, result or error of one job.
 
         Args:
-            job_id: the job id (ftjob-...).
+            job_id: the job id (ftjob-... or evaljob-...).
         """
         try:
             return _summary(self.service.get(job_id))
