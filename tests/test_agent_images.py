@@ -92,6 +92,8 @@ async def test_react_chains_an_artifact_into_the_next_tool_and_links_both(tools,
     painted, inverted = [s for s in steps if isinstance(s, Observation)]
     # Before the second step the only known id was the painted picture: the model could copy nothing else.
     assert seen_choices == [[painted.artifacts[0]["file_id"]]]
+    # Before the run knew a picture, the tools taking one could not be called at all.
+    assert llm.callable == [["calculator", "final_answer", "paint"], None, None]
     assert inverted.artifacts[0]["url"] == f"{BASE}/files/{inverted.artifacts[0]['file_id']}/content"
     assert (inverted.artifacts[0]["width"], inverted.artifacts[0]["height"]) == (6, 3)
     assert pixel(tools, inverted.artifacts[0]["file_id"]) == (255, 255, 0)  # blue inverted
@@ -102,6 +104,27 @@ async def test_react_chains_an_artifact_into_the_next_tool_and_links_both(tools,
     stored = runtime.runs.get(outcome.id)
     assert stored["answer"] == final.answer
     assert stored["steps"][-2]["artifacts"][0]["url"] == inverted.artifacts[0]["url"]
+    await runtime.close()
+
+
+async def test_a_picture_named_by_its_bare_id_stays_a_choice_after_a_tool_made_another(tools, tmp_path):
+    """Asked to find the face in file-… and crop it out, the embedded model could only crop the framed copy
+    detect_faces made: a stored file named by its bare id was not a known id, the artifact was."""
+    photo = picture_in_store(tools)
+    data = tools.context.file_store.put(b'{"text": "a"}\n', "data.jsonl", "fine-tune", "application/jsonl").id
+    offered = []
+
+    def measure_the_original(messages, definitions):
+        offered.append(image_parameter(definitions, "image_size")["enum"])
+        return calls(("image_size", {"image": photo}))
+
+    llm = ScriptedChatModel(acts=[calls(("invert_image", {"image": photo})), measure_the_original, answer("10 by 4")])
+    messages = [{"role": "user", "content": f"Invert {photo}, then measure {photo} itself (not the data in {data}, "
+                                            "nor file-000000000000 that does not exist)."}]
+    runtime, outcome, steps = await start(tools, tmp_path, "agentd-react", messages, llm)
+    inverted, measured = [s for s in steps if isinstance(s, Observation)]
+    assert offered == [[inverted.artifacts[0]["file_id"], photo]]  # pictures only, newest first
+    assert not measured.is_error and "10" in measured.content
     await runtime.close()
 
 

@@ -19,6 +19,7 @@ from agentd.agents.files import RunFiles, with_file_choices
 from agentd.agents.grounding import RunIds, RunNumbers, unfillable, with_grounded_ids, with_grounded_numbers
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
+from tools.files import FileNotFound
 from tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,16 @@ class AgentContext:
     def learn(self, text: str) -> None:
         """What the run reads (the conversation, observations): file ids and numbers it may pass on."""
         self.files.learn_from_text(text)
+        self.files.learn_bare_ids(text, self._stored_kind)
         self.read_result(text)
+
+    def _stored_kind(self, file_id: str) -> str | None:
+        store = self.tools.context.file_store
+        try:
+            stored = store.get(file_id) if store is not None else None
+        except FileNotFound:
+            return None
+        return None if stored is None else "image" if stored.mime_type.startswith("image/") else "file"
 
     def read_result(self, text: str) -> None:
         """What a tool returned: ids and numbers the run may pass on (its files come as artifacts)."""

@@ -9,6 +9,7 @@ of inventing one.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from typing import Any
 # artifact (`[image file-…: image/png 8x8, 90 bytes]`), and a link an earlier answer of the thread gave.
 _NAMED = re.compile(r"\[(image|file) (file-[A-Za-z0-9]+)[\]:]")
 _LINKED = re.compile(r"(!?)\[[^\]]*\]\([^)\s]*/files/(file-[A-Za-z0-9]+)/content\)")
+# A stored file named by its bare id ("crop file-3f… to the face"), as a person who uploaded it through
+# the Files API writes it.
+_BARE = re.compile(r"(?<![\w-])(file-[A-Za-z0-9]+)(?![\w-])")
 
 FILE_TYPES = ("image", "file")
 
@@ -48,6 +52,17 @@ class RunFiles:
             self._add(KnownFile(file_id, kind))
         for bang, file_id in _LINKED.findall(text):
             self._add(KnownFile(file_id, "image" if bang else "file"))
+
+    def learn_bare_ids(self, text: str, kind_of: Callable[[str], str | None]) -> None:
+        """Ids named bare in a chat turn (`file-…`): `kind_of` says what the store holds under one
+        ("image", "file"; None: nothing, and the id is not learned).
+
+        Without them, once a tool of the run made a picture (detect_faces' framed copy), a picture
+        argument could only name that copy: asked to find the face in file-… and crop it out, the model
+        had to crop the framed copy instead of the person's picture."""
+        for file_id in _BARE.findall(text):
+            if file_id not in self._known and (kind := kind_of(file_id)) is not None:
+                self._add(KnownFile(file_id, kind))
 
     def add_artifact(self, file_id: str, kind: str, filename: str) -> str:
         """Record what a tool made; returns its URL."""

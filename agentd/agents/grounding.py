@@ -122,7 +122,8 @@ def unfillable(parameters: dict[str, Any]) -> list[str]:
     the run has read no id of their kind, so a call could only name one that does not exist.
 
     The embedded model, lost, called `job_status` with ids it never read ("none", a model name, a
-    file id) until its step limit, instead of `list_jobs` or an answer."""
+    file id) until its step limit, instead of `list_jobs` or an answer, and `detect_edges` on a
+    model's name."""
     properties = parameters.get("properties")
     if not isinstance(properties, dict):
         return []
@@ -130,8 +131,11 @@ def unfillable(parameters: dict[str, Any]) -> list[str]:
 
 
 def id_unread(schema: Any) -> bool:
-    """Whether a (grounded) argument schema can only be an id and the run has read none of its kind."""
-    return isinstance(schema, dict) and ID_KINDS in schema and "enum" not in schema
+    """Whether a (grounded) argument schema can only be an id and the run has read none of its kind: a
+    job id, or a picture (agents.files makes one an `enum` of the pictures the run knows; the data: URL
+    a tool would also take is not something a model writes)."""
+    return (isinstance(schema, dict) and "enum" not in schema
+            and (ID_KINDS in schema or schema.get("x-agentd-type") == "image"))
 
 
 def with_grounded_ids(parameters: dict[str, Any], ids: RunIds) -> dict[str, Any]:
