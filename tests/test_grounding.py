@@ -10,8 +10,8 @@ import pytest
 from agentd.agents.grounding import (RunIds, RunNumbers, not_starting_with, unfillable, with_grounded_ids,
                                      with_grounded_numbers)
 from agentd.llm.chat_model import step_schema
-from tools import ToolRegistry, tool
-from tools.schema import ID_KINDS, id_of
+from tools import ToolRegistry, id_of, tool
+from tools.schema import ID_KINDS
 
 PARAMETERS = {
     "type": "object", "required": ["model", "steps_needed"],

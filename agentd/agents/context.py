@@ -196,9 +196,9 @@ class AgentContext:
         return kept | (set(names) - set(callable_names))
 
     def callable_now(self, tools: list[dict[str, Any]], routed: set[str] | None = None) -> set[str] | None:
-        """The names of `tools` a step may call: those `routed` allows (None: all), less any whose
-        id-only argument has no id the run has read (see grounding.unfillable); None: all of `tools`.
-        A tool the request's tool_choice names stays callable."""
+        """The names of `tools` a step may call: those `routed` allows (None: all), less any with a
+        required argument that can only be an id the run has not read — a job id, a picture (see
+        grounding.unfillable); None: all of `tools`. A tool the request's tool_choice names stays callable."""
         blocked = {t["function"]["name"] for t in tools if unfillable(t["function"]["parameters"])} - {self.forced_tool}
         if not blocked:
             return routed
