@@ -25,13 +25,15 @@ _COPIED = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer
 
 
 def fingerprint(folder: Path, adapter: Path | None) -> str:
-    """What the IR depends on: the weight files (name, size, mtime), the adapter's, the export code."""
+    """What the IR depends on: the model folder's files (name, size, mtime), the adapter's own files
+    (PEFT's `adapter_*`; not what lives beside them, such as the tool router refitted without a new
+    adapter), the export code."""
     parts: list[object] = [EXPORT_VERSION]
-    for source in (folder, adapter):
+    for source, counts in ((folder, lambda name: True), (adapter, lambda name: name.startswith("adapter_"))):
         if source is None:
             continue
         for path in sorted(Path(source).iterdir()):
-            if path.is_file():
+            if path.is_file() and counts(path.name):
                 stat = path.stat()
                 parts.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]

@@ -296,3 +296,19 @@ def test_a_server_with_the_openvino_engine_streams_chat_and_tool_calls(tmp_path)
     finally:
         server.stop()
         asyncio.run(registry.close())
+
+
+def test_the_exported_ir_follows_the_adapter_weights_not_what_lives_beside_them(tmp_path):
+    from pipelines.openvino_export import fingerprint
+
+    model, adapter = tmp_path / "model", tmp_path / "adapter"
+    model.mkdir(), adapter.mkdir()
+    (model / "model.safetensors").write_bytes(b"w")
+    (adapter / "adapter_model.safetensors").write_bytes(b"a")
+    (adapter / "router.json").write_text("{}")
+    first = fingerprint(model, adapter)
+    (adapter / "router.json").write_text('{"refitted": true}')  # the tool router, refitted on its own
+    assert fingerprint(model, adapter) == first
+    (adapter / "adapter_model.safetensors").write_bytes(b"retrained")
+    assert fingerprint(model, adapter) != first
+    assert fingerprint(model, None) != fingerprint(model, adapter)
