@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import jsonschema
 import pytest
 
-from agentd.agents.grounding import (RunIds, RunNumbers, not_starting_with, unfillable, with_grounded_ids,
-                                     with_grounded_numbers)
+from agentd.agents.grounding import (RunIds, RunNumbers, RunWords, not_starting_with, unfillable,
+                                     with_grounded_choices, with_grounded_ids, with_grounded_numbers)
 from agentd.llm.chat_model import step_schema
 from tools import ToolRegistry, id_of, tool
 from tools.schema import ID_KINDS
@@ -61,6 +62,30 @@ def test_a_thousands_separator_and_a_full_stop_are_read_as_people_write_them():
     assert properties["max_steps"]["anyOf"][0]["enum"] == [50, 1000]
 
 
+@pytest.mark.parametrize(("text", "numbers"), [
+    ("Evaluate it 3-shot with seed 2654: quickly.", [2654, 3]),
+    ("Make it 1024x768, or 640px wide.", [640, 768, 1024]),
+    ("Train for three epochs, then a single pass.", [1, 3]),
+    ("Meet on 2024-01-05 at 12:30.", []),
+])
+def test_numbers_are_read_as_people_write_them(text, numbers):
+    properties = with_grounded_numbers(PARAMETERS, read(text))["properties"]
+    assert properties.get("max_steps", {"anyOf": [{"enum": []}]})["anyOf"][0]["enum"] == numbers
+
+
+def test_a_share_the_request_names_of_a_number_read_can_be_written():
+    """The trained chain "look at how tall it is, then resize it to half that height" writes 384 after
+    reading 768; without the word, only what was read."""
+    stats = '{"width": 1024, "height": 768, "mode": "RGB"}'
+    halved = with_grounded_numbers(PARAMETERS, read("Resize it to half its height.", stats))["properties"]
+    assert halved["max_steps"]["anyOf"][0]["enum"] == [768, 384, 1024, 512]
+    odd = with_grounded_numbers(PARAMETERS, read("Scale it to a third of its width.", '{"width": 64}'))["properties"]
+    assert odd["max_steps"]["anyOf"][0]["enum"] == [64, 21, 22]  # an integer: either side of 21.3
+    assert odd["epochs"]["anyOf"][0]["enum"] == [64, pytest.approx(64 / 3)]  # a number: the share itself
+    plain = with_grounded_numbers(PARAMETERS, read("Resize it.", stats))["properties"]
+    assert plain["max_steps"]["anyOf"][0]["enum"] == [768, 1024]
+
+
 def test_the_step_grammar_refuses_an_invented_number():
     tool = {"type": "function", "function": {"name": "finetune", "description": "Fine-tune.",
                                              "parameters": with_grounded_numbers(PARAMETERS, read("use 40 steps"))}}
@@ -111,9 +136,35 @@ def test_ids_are_offered_latest_first_and_only_of_the_kind_the_argument_names():
     assert choices == ["file-cccccccc33333333", "file-aaaaaaaa11111111"]
 
 
-@pytest.mark.parametrize("text", ["no id here", "ft:smollm2-135m-instruct:support:4a3a1b2c", "ftjob-0011aabbccdd"])
-def test_with_no_id_of_its_kind_read_the_argument_is_left_as_it_was(text):
+@pytest.mark.parametrize("text", ["no id here", "ft:smollm2-135m-instruct:support:4a3a1b2c"])
+def test_with_no_id_read_the_argument_is_left_as_it_was(text):
     assert with_grounded_ids(FINETUNE, ids_read(text)) == FINETUNE
+
+
+UNDEPLOY = {"type": "object", "required": ["deployment"], "properties": {"deployment": {
+    "type": "string", "description": "the deployment id (dep-...) or the model id it serves."}}}
+
+
+@pytest.mark.parametrize("read_dep", [False, True])
+def test_an_argument_naming_its_id_kind_takes_no_id_of_another_kind_the_run_read(read_dep):
+    """The embedded model once sent "turn file-… upside down" to `undeploy`, with the picture's id."""
+    text = f"Turn {UPLOAD} upside down" + (" after dep-0123456789abcdef" if read_dep else "")
+    schema = with_grounded_ids(UNDEPLOY, ids_read(text))
+    for allowed in ("smollm2-135m-instruct", "ft:smollm2:agentd::4a3a1b2c", "file", "depot"):
+        jsonschema.validate({"deployment": allowed}, schema)
+    refused = [UPLOAD, "file-0000aaaa1111"] + (["dep-00001111aaaa"] if read_dep else [])
+    for value in refused:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"deployment": value}, schema)
+    if read_dep:
+        jsonschema.validate({"deployment": "dep-0123456789abcdef"}, schema)
+
+
+@pytest.mark.parametrize("prefixes", [("file-",), ("dep-", "file-", "ftjob-", "evaljob-", "f")])
+def test_not_starting_with_is_exactly_the_strings_no_prefix_begins(prefixes):
+    pattern = re.compile(not_starting_with(*prefixes))
+    for text in ("file-1", "fil", "file", "dep-1", "de", "ftjob-x", "ftjob", "evaljob-", "evaljo", "x", "model", "f"):
+        assert bool(pattern.fullmatch(text)) == (not any(text.startswith(p) for p in prefixes)), text
 
 
 def test_the_other_value_pattern_is_one_the_grammar_compilers_take():
@@ -125,6 +176,7 @@ def test_the_other_value_pattern_is_one_the_grammar_compilers_take():
 
     grounded = with_grounded_ids(FINETUNE, ids_read(UPLOAD))
     xgrammar.Grammar.from_regex(not_starting_with("file-"))
+    xgrammar.Grammar.from_regex(not_starting_with("dep-", "evaljob-", "file-", "ftjob-"))
     constraint = Constraint("json_schema", grounded)
     assert grammar_of(constraint) is not None
     assert "regex" in openvino_grammar(constraint)  # written out as rules, not refused as Unsupported
@@ -214,3 +266,55 @@ def test_a_plan_may_pass_an_unread_id_only_as_an_earlier_step_s_result():
     read = plan_schema([tool], 3)
     for allowed in ("ftjob-00112233aabbccdd", "#E1"):
         jsonschema.validate(plan(allowed), read)
+
+
+def said(*texts: str) -> RunWords:
+    words = RunWords()
+    for text in texts:
+        words.learn_from_text(text)
+    return words
+
+
+def _parameters(name: str) -> dict:
+    from tools.builtin.jobs import JobTools
+    from tools.schema import json_schema_of, read_signature
+
+    return json_schema_of(read_signature(getattr(JobTools, name), name).arguments)
+
+
+@pytest.mark.parametrize(("request_text", "methods"), [
+    ("Adapt the base model to it, capped at 50 training steps.", ["lora"]),
+    ("Start a full fine-tune of smollm2.", ["lora", "full"]),
+    ("Fine-tune smollm2, updating all the weights.", ["lora", "full"]),
+    ("Use 4-bit QLoRA on smollm2.", ["lora", "qlora"]),
+    ("Fine-tune it with LoRA.", ["lora"]),
+])
+def test_an_optional_named_choice_is_its_default_or_a_value_the_person_said(request_text, methods):
+    """Unasked, the embedded model wrote `method: "full"` (every weight) for the first request."""
+    grounded = with_grounded_choices(_parameters("finetune"), said(request_text))
+    assert grounded["properties"]["method"]["enum"] == methods
+    assert grounded["properties"]["model"] == _parameters("finetune")["properties"]["model"]  # required: as it was
+
+
+def test_a_choice_with_no_default_is_not_written_until_a_value_is_said():
+    def status_of(text: str) -> dict:
+        return with_grounded_choices(_parameters("list_jobs"), said(text))
+
+    assert "status" not in status_of("List my jobs.")["properties"]
+    status = status_of("Which fine-tunes have crashed?")["properties"]["status"]
+    assert [b.get("enum") for b in status["anyOf"]] == [["failed"], None]  # a value, or null
+    step = step_schema([{"type": "function", "function": {
+        "name": "list_jobs", "description": "List.", "parameters": status_of("Are any still running?")}}], 1)
+
+    def call(status: str) -> dict:
+        return {"thought": "t", "tool_calls": [{"name": "list_jobs", "arguments": {"status": status}}]}
+
+    jsonschema.validate(call("running"), step)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(call("failed"), step)
+
+
+def test_words_are_matched_whole_and_across_dashes_and_underscores():
+    words = said("Run the QLoRA job; show the validating-files ones and everything well done.")
+    assert words.said("qlora") and words.said("validating_files") and words.said("done")
+    assert not words.said("lora") and not words.said("valid") and not words.said("one")

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from agentd.agents.context import FINAL_ANSWER
-from agentd.agents.files import RunFiles, with_file_choices
-from agentd.agents.grounding import RunIds, with_grounded_ids
+from agentd.agents.files import RunFiles
+from agentd.agents.grounding import RunIds, RunNumbers, RunWords, grounded_definition
 from agentd.agents.rewoo import plan_schema
 from agentd.llm.chat_model import parse_json, step_schema
 from agentd.tool_use.data import episodes, requests, server_tools, training_rows
@@ -29,19 +29,21 @@ def rows(tools):
 
 
 def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, rows):
-    """Against the schemas the agent's grammar has at that point of the run: pictures and ids grounded in
-    what it read (a bare file id in the data is a picture the person uploaded, or a data set)."""
+    """Against the schemas the agent's grammar has at that point of the run: pictures, ids, optional
+    numbers and named choices grounded in what it read (a bare file id in the data is a picture the person uploaded, or a
+    data set)."""
     everything = tools + [_definition(name) for name in CUSTOM_TOOLS]
 
     @functools.cache
     def schemas(read: tuple[str, ...]) -> tuple[dict, dict]:
-        ids, files = RunIds(), RunFiles()
+        ids, files, numbers, words = RunIds(), RunFiles(), RunNumbers(), RunWords()
         for text in read:
             ids.learn_from_text(text)
             files.learn_from_text(text)
             files.learn_bare_ids(text, lambda file_id: "image")
-        grounded = [{**t, "function": {**t["function"], "parameters": with_grounded_ids(
-            with_file_choices(t["function"]["parameters"], files), ids)}} for t in everything]
+            numbers.learn_from_text(text)
+            words.learn_from_text(text)
+        grounded = [grounded_definition(t, files, ids, numbers, words) for t in everything]
         return step_schema(grounded + [FINAL_ANSWER], max_calls=3), plan_schema(grounded, max_steps=6)
 
     kinds = set()

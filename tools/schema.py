@@ -26,6 +26,17 @@ def id_of(*kinds: str) -> FieldInfo:
     return Field(json_schema_extra={ID_KINDS: list(kinds)})
 
 
+# The JSON-schema key of an optional choice's other ways of saying its values: {"full": ["all the weights"]}.
+SAID_AS = "x-agentd-said-as"
+
+
+def said_as(**words: list[str]) -> FieldInfo:
+    """Declares how people say an optional choice's values besides their names:
+    `method: Annotated[Literal["lora", "full"], said_as(full=["all the weights"])] = "lora"`. An agent
+    may pass a value other than the default only when the conversation said it (by name or so)."""
+    return Field(json_schema_extra={SAID_AS: words})
+
+
 class ToolDefinitionError(TypeError):
     """A function cannot become a tool as written; the message says what to change."""
 

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
-from agentd.agents.files import RunFiles, with_file_choices
-from agentd.agents.grounding import RunIds, RunNumbers, unfillable, with_grounded_ids, with_grounded_numbers
+from agentd.agents.files import RunFiles
+from agentd.agents.grounding import RunIds, RunNumbers, RunWords, grounded_definition, unfillable
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.files import FileNotFound
@@ -142,6 +142,7 @@ class AgentContext:
     tool_choice: ToolChoice = "auto"
     numbers: RunNumbers = field(default_factory=RunNumbers)
     ids: RunIds = field(default_factory=RunIds)
+    words: RunWords = field(default_factory=RunWords)
 
     def definitions(self) -> list[dict[str, Any]]:
         """The tools the model may call now: their file arguments narrowed to the ids the run knows,
@@ -149,7 +150,7 @@ class AgentContext:
         if self.tool_choice == "none":
             return []
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
-        return [self._narrowed(d) for d in self.tools.definitions(names)]
+        return [grounded_definition(d, self.files, self.ids, self.numbers, self.words) for d in self.tools.definitions(names)]
 
     def learn(self, text: str) -> None:
         """What the run reads (the conversation, observations): file ids and numbers it may pass on."""
@@ -169,12 +170,7 @@ class AgentContext:
         """What a tool returned: ids and numbers the run may pass on (its files come as artifacts)."""
         self.numbers.learn_from_text(text)
         self.ids.learn_from_text(text)
-
-    def _narrowed(self, definition: dict[str, Any]) -> dict[str, Any]:
-        function = definition["function"]
-        parameters = with_file_choices(function["parameters"], self.files)
-        parameters = with_grounded_numbers(with_grounded_ids(parameters, self.ids), self.numbers)
-        return {**definition, "function": {**function, "parameters": parameters}}
+        self.words.learn_from_text(text)
 
     @property
     def forced_tool(self) -> str | None:

@@ -14,76 +14,156 @@ has not read cannot be called yet (see unfillable).
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
-from tools.schema import ID_KINDS
+from agentd.agents.files import RunFiles, with_file_choices
+from tools.schema import ID_KINDS, SAID_AS
 
-# A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`) or a word (`gpt4`).
-_NUMBER = re.compile(r"(?<![\w.:/-])\d+(?:\.\d+)?(?![\w:/-]|\.\d)")
+# A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
+# "3-shot" is a 3, and so is "3:" or "3." ending a phrase.
+_NUMBER = re.compile(r"(?<![\w.:/-])\d+(?:\.\d+)?(?![\w]|[:/]\w|\.\d|-\d)")
+# Sizes written as one word: "1024x768", "640px".
+_SIZE = re.compile(r"(\d)(x(?=\d)|px\b)")
+# Numbers said in words ("for three epochs", "a single pass").
+_WORDS = {word: index for index, word in enumerate(
+    "zero one two three four five six seven eight nine ten eleven twelve".split())} | {"single": 1}
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
 _MOST = 64  # numbers offered per argument: the latest ones the run read
 
 
+# Words for a share or a multiple of a number the run read ("resize it to half that height"): the
+# numbers they make are grounded too. An ordinal "third" offers a few more choices, nothing worse.
+_SCALES = {"half": Fraction(1, 2), "halve": Fraction(1, 2), "third": Fraction(1, 3), "quarter": Fraction(1, 4),
+           "double": Fraction(2), "twice": Fraction(2), "triple": Fraction(3)}
+_SCALE = re.compile(r"\b(" + "|".join(_SCALES) + r")[sd]?\b", re.IGNORECASE)
+
+
 class RunNumbers:
-    """The numbers a run has read, latest last."""
+    """The numbers a run has read, latest last, and the shares of them its words named."""
 
     def __init__(self) -> None:
         self._seen: dict[float, None] = {}
+        self._scales: dict[Fraction, None] = {}
 
     def learn_from_text(self, text: str) -> None:
-        for match in _NUMBER.finditer(text.replace(",", "")):
-            value = float(match[0])
+        text = _SIZE.sub(r"\1 \2 ", text.replace(",", ""))
+        found = [(m.start(), float(m[0])) for m in _NUMBER.finditer(text)]
+        found += [(m.start(), float(_WORDS[m[1].lower()])) for m in _NUMBER_WORD.finditer(text)]
+        for _, value in sorted(found, key=lambda place: place[0]):
             self._seen.pop(value, None)
             self._seen[value] = None
+        for match in _SCALE.finditer(text):
+            self._scales[_SCALES[match[1].lower()]] = None
 
     def choices(self, schema: dict[str, Any]) -> list[int | float]:
-        """The seen numbers that `schema` (an integer or number schema) accepts, latest first."""
+        """The numbers `schema` (an integer or number schema) accepts that the run read, each followed
+        by the shares of it the run's words named, latest first."""
         integer = schema.get("type") == "integer"
-        chosen: list[int | float] = []
+        chosen: dict[int | float, None] = {}
         for value in reversed(self._seen):
-            if integer and not value.is_integer():
-                continue
-            if not _within(value, schema):
-                continue
-            chosen.append(int(value) if integer else value)
-            if len(chosen) == _MOST:
-                break
-        return chosen
+            for candidate in (value, *self._scaled(value, integer)):
+                if (integer and not candidate.is_integer()) or not _within(candidate, schema):
+                    continue
+                chosen[int(candidate) if integer else candidate] = None
+                if len(chosen) == _MOST:
+                    return list(chosen)
+        return list(chosen)
+
+    def _scaled(self, value: float, integer: bool) -> list[float]:
+        scaled = []
+        for scale in self._scales:
+            exact = value * scale.numerator / scale.denominator
+            # Half of 375 pixels is 187 or 188: both are what a person who said "half" meant.
+            scaled += [float(math.floor(exact)), float(math.ceil(exact))] if integer else [exact]
+        return scaled
 
 
 def with_grounded_numbers(parameters: dict[str, Any], numbers: RunNumbers) -> dict[str, Any]:
     """A copy of a tool's parameters where each optional numeric argument is an `enum` of the numbers
     the run has seen that fit it; one with none to offer can no longer be written (its default holds).
     A choice such as `"auto" | number` keeps its other branches."""
+    def grounded(schema: dict[str, Any]) -> dict[str, Any] | None:
+        if schema.get("type") not in ("integer", "number") or "enum" in schema or "const" in schema:
+            return schema
+        choices = numbers.choices(schema)
+        if not choices:
+            return None
+        bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+        return {key: value for key, value in schema.items() if key not in bounds} | {"enum": choices}
+
+    return _optional_narrowed(parameters, lambda schema: _each_branch(schema, grounded))
+
+
+class RunWords:
+    """What a run has read, as lower-case words: `full-parameter` and `validating_files` read as
+    `full parameter` and `validating files`."""
+
+    def __init__(self) -> None:
+        self._text = " "
+
+    def learn_from_text(self, text: str) -> None:
+        self._text += _as_words(text) + " "
+
+    def said(self, *phrases: str) -> bool:
+        return any(re.search(rf"\b{re.escape(_as_words(phrase))}\b", self._text) for phrase in phrases)
+
+
+def _as_words(text: str) -> str:
+    return re.sub(r"[\s_-]+", " ", text.lower()).strip()
+
+
+def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[str, Any]:
+    """A copy of a tool's parameters where an optional choice among named values (`method`: lora,
+    qlora or full) may be its default, or a value the run read by name or as the tool says people
+    say it (tools.schema.said_as); the others cannot be written.
+
+    Unasked, the embedded model wrote `method: "full"` (every weight, not an adapter) for "adapt the
+    base model to it, capped at 50 training steps" and "run a single epoch of training"."""
+    def said_choices(prop: dict[str, Any]) -> dict[str, Any] | None:
+        def said(schema: dict[str, Any]) -> dict[str, Any] | None:
+            values = schema.get("enum")
+            if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
+                return schema
+            said_as = schema.get(SAID_AS) or prop.get(SAID_AS) or {}  # on the property, or its branch of a `| None`
+            kept = [v for v in values if v == prop.get("default") or words.said(v, *said_as.get(v, ()))]
+            return {**schema, "enum": kept} if kept else None
+
+        return _each_branch(prop, said)
+
+    return _optional_narrowed(parameters, said_choices)
+
+
+def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
+                       ) -> dict[str, Any]:
+    """A copy of tool parameters with each optional argument narrowed; one narrowed to None is left out."""
     properties = parameters.get("properties")
     if not isinstance(properties, dict):
         return parameters
     required = set(parameters.get("required") or ())
     grounded: dict[str, Any] = {}
     for name, schema in properties.items():
-        narrowed = schema if name in required else _grounded(schema, numbers)
+        narrowed = schema if name in required or not isinstance(schema, dict) else narrow(schema)
         if narrowed is not None:
             grounded[name] = narrowed
     return {**parameters, "properties": grounded}
 
 
-def _grounded(schema: Any, numbers: RunNumbers) -> Any:
-    """The schema with its numbers limited to the seen ones; None when nothing it allows is left."""
-    if not isinstance(schema, dict):
-        return schema
-    if schema.get("type") in ("integer", "number") and "enum" not in schema and "const" not in schema:
-        choices = numbers.choices(schema)
-        if not choices:
-            return None
-        return {key: value for key, value in schema.items()
-                if key not in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")} | {"enum": choices}
+def _each_branch(schema: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
+                 ) -> dict[str, Any] | None:
+    """`narrow` applied to a schema, or to each branch of its `anyOf`; None when nothing but null is left:
+    the argument would say nothing, so it is not written."""
     for union in ("anyOf", "oneOf"):
         if union in schema:
-            branches = [branch for branch in (_grounded(b, numbers) for b in schema[union]) if branch is not None]
-            if not [b for b in branches if b.get("type") != "null"]:
-                return None  # only "null" is left: the argument says nothing, so it is not written
+            branches = [b for b in (_each_branch(b, narrow) if isinstance(b, dict) else b for b in schema[union])
+                        if b is not None]
+            if all(isinstance(b, dict) and b.get("type") == "null" for b in branches):
+                return None
             return {**schema, union: branches}
-    return schema
+    return narrow(schema)
 
 
 def _within(value: float, schema: dict[str, Any]) -> bool:
@@ -111,6 +191,10 @@ class RunIds:
         for match in _ID.finditer(text):
             self._seen.pop(match[0], None)
             self._seen[match[0]] = None
+
+    def kinds(self) -> set[str]:
+        """The prefixes of the ids read: `file`, `ftjob`, …"""
+        return {i.split("-", 1)[0] for i in self._seen}
 
     def with_prefix(self, *prefixes: str) -> list[str]:
         """The ids `prefix-…` read (of any of `prefixes`), latest first."""
@@ -160,27 +244,52 @@ def _id_choices(schema: Any, ids: RunIds) -> Any:
         seen = ids.with_prefix(*schema[ID_KINDS])
         return {**schema, "enum": seen} if seen else schema
     named = _ID_FORMAT.search(schema.get("description", ""))
-    seen = ids.with_prefix(named[1]) if named else []
-    if not seen:
+    if not named:
         return schema
-    other = {key: value for key, value in schema.items() if key != "description"}
+    seen = ids.with_prefix(named[1])
+    # Any other value (a path, a model name) may not be an id either: not a made-up one of this kind,
+    # nor one of another kind the run read (`undeploy` given a picture's file id).
+    kinds = sorted({named[1], *ids.kinds()} if seen else ids.kinds() - {named[1]})
+    if not kinds:
+        return schema
+    other = {**schema, "pattern": not_starting_with(*(f"{kind}-" for kind in kinds))}
+    if not seen:
+        return other
     return {"description": schema["description"], "anyOf": [
-        {"type": "string", "enum": seen}, {**other, "pattern": not_starting_with(f"{named[1]}-")}]}
+        {"type": "string", "enum": seen}, {key: value for key, value in other.items() if key != "description"}]}
 
 
-def not_starting_with(prefix: str) -> str:
-    """A regular expression for the plain strings that do not start with `prefix`, written without
-    look-ahead or negated classes (the grammar compilers take neither)."""
+def grounded_definition(definition: dict[str, Any], files: RunFiles, ids: RunIds, numbers: RunNumbers,
+                        words: RunWords) -> dict[str, Any]:
+    """A tool definition as a run's grammar has it now: its file arguments limited to the files the run
+    knows, its ids, optional numbers and optional named choices to those it has read."""
+    function = definition["function"]
+    parameters = with_file_choices(function["parameters"], files)
+    parameters = with_grounded_numbers(with_grounded_ids(parameters, ids), numbers)
+    parameters = with_grounded_choices(parameters, words)
+    return {**definition, "function": {**function, "parameters": parameters}}
+
+
+def not_starting_with(*prefixes: str) -> str:
+    """A regular expression for the plain strings that start with none of `prefixes`, written without
+    look-ahead or negated classes (the grammar compilers take neither): a walk down the prefixes'
+    trie that leaves it by any other character, or ends before a prefix is complete."""
     def one_of(chars: list[str]) -> str:
         return "[" + "".join(f"\\{c}" if c in "\\]-[^." else c for c in chars) + "]"
 
     def literal(text: str) -> str:
         return re.sub(r"([.\-\\^$|?*+()\[\]{}])", r"\\\1", text)
 
-    anything = one_of(_PLAIN) + "*"
-    branches = []
-    for i, char in enumerate(prefix):
-        branches.append(literal(prefix[:i]) + one_of([c for c in _PLAIN if c != char]) + anything)
-        if i:
-            branches.append(literal(prefix[:i]))
-    return f"^({'|'.join(branches)})$"
+    trie: dict[str, Any] = {}
+    for prefix in prefixes:
+        node = trie
+        for char in prefix:
+            node = node.setdefault(char, {})
+        node[""] = {}  # a whole prefix: no string may go through it
+
+    def after(node: dict[str, Any]) -> str:
+        branches = [one_of([c for c in _PLAIN if c not in node]) + one_of(_PLAIN) + "*"]
+        branches += [literal(char) + f"({after(child)})?" for char, child in node.items() if char and "" not in child]
+        return "|".join(branches)
+
+    return f"^({after(trie)})$"

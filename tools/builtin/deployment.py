@@ -20,6 +20,7 @@ from tools.base import ToolError
 from tools.builtin.model_names import UnknownModel, resolve_if_known, served_by_deployments
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
+from tools.schema import said_as
 
 if TYPE_CHECKING:
     from agentd.deployments import Deployment, DeploymentService
@@ -37,7 +38,8 @@ class DeploymentTools(Toolkit):
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
     async def deploy(self, model: str, ctx: ToolContext,
-                     engine: Literal["auto", "embedded", "vllm"] = "auto",
+                     engine: Annotated[Literal["auto", "embedded", "vllm"], said_as(
+                         embedded=["built-in", "builtin", "built in", "in-process", "local engine"])] = "auto",
                      adapters: Annotated[list[str], Field(max_length=16)] = [],  # noqa: B006 (pydantic copies it)
                      keep_alive: float | str | None = None,
                      wait: bool = True,

@@ -19,7 +19,7 @@ from tools.builtin.data_files import training_file_id
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
-from tools.schema import id_of
+from tools.schema import id_of, said_as
 
 if TYPE_CHECKING:
     from agentd.jobs import Job
@@ -31,6 +31,14 @@ _TIMEOUT_S = MAX_WAIT_S + 600
 # "auto": chosen by the jobs service from the data set's size, as OpenAI does.
 Epochs = Annotated[float, Field(gt=0, le=100)] | Literal["auto"]
 BatchSize = Annotated[int, Field(ge=1, le=1024)] | Literal["auto"]
+Method = Annotated[Literal["lora", "qlora", "full"], said_as(
+    qlora=["4-bit", "4 bit", "quantized", "quantised"],
+    full=["all the weights", "all weights", "every weight", "all parameters", "all the parameters"])]
+JobStatus = Annotated[Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"], said_as(
+    validating_files=["validating"], queued=["waiting", "pending", "queue"],
+    running=["in progress", "active", "still going", "unfinished"],
+    succeeded=["finished", "done", "completed", "complete", "successful", "succeed"],
+    failed=["fail", "failure", "failures", "broke", "errored", "crashed"], cancelled=["canceled", "cancel"])]
 _STEP_KEYS = ("step", "total_steps", "loss", "eta_seconds")
 
 
@@ -42,7 +50,7 @@ class JobTools(Toolkit):
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
     async def finetune(self, model: str, training_file: str, ctx: ToolContext,
-                       method: Literal["lora", "qlora", "full"] = "lora",
+                       method: Method = "lora",
                        epochs: Epochs = "auto",
                        max_steps: Annotated[int | None, Field(ge=1)] = None,
                        learning_rate: Annotated[float | None, Field(gt=0, lt=1)] = None,
@@ -83,8 +91,7 @@ class JobTools(Toolkit):
         return summary
 
     @tool(changing=True)
-    def list_jobs(self, status: Literal["validating_files", "queued", "running", "succeeded", "failed",
-                                        "cancelled"] | None = None,
+    def list_jobs(self, status: JobStatus | None = None,
                   limit: Annotated[int, Field(ge=1, le=100)] = 10) -> list[dict]:
         """List fine-tuning jobs, newest first.
 

@@ -20,8 +20,9 @@ from pipelines import vision
 from tools.base import ToolError
 from tools.decorator import tool
 from tools.media import Image
+from tools.schema import said_as
 
-ImageFormat = Literal["png", "jpeg", "webp", "bmp"]
+ImageFormat = Annotated[Literal["png", "jpeg", "webp", "bmp"], said_as(jpeg=["jpg"])]
 
 
 class BoxArgument(BaseModel):

@@ -20,7 +20,7 @@ from tools.base import ToolError
 from tools.builtin.data_files import training_file_id
 from tools.builtin.deployment import deployment_summary, follow_deployment
 from tools.builtin.evaluation import compare_pairs, follow_evaluation, start_evaluation
-from tools.builtin.jobs import follow_fine_tune, start_fine_tune
+from tools.builtin.jobs import Method, follow_fine_tune, start_fine_tune
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.builtin.verdict import Verdict, judge, results_table
 from tools.builtin.workflow_data import hold_out
@@ -46,7 +46,7 @@ class WorkflowTools(Toolkit):
     @tool(long_running=True, timeout=MAX_WAIT_S + 600)
     async def tune_and_evaluate(self, model: str, training_file: str, ctx: ToolContext,
                                 tasks: Annotated[list[str] | None, Field(max_length=20)] = None,
-                                method: Literal["lora", "qlora", "full"] = "lora",
+                                method: Method = "lora",
                                 limit: Annotated[int | None, Field(ge=1)] = None,
                                 deploy_better: bool = False,
                                 max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 7200.0,
