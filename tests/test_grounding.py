@@ -318,3 +318,18 @@ def test_words_are_matched_whole_and_across_dashes_and_underscores():
     words = said("Run the QLoRA job; show the validating-files ones and everything well done.")
     assert words.said("qlora") and words.said("validating_files") and words.said("done")
     assert not words.said("lora") and not words.said("valid") and not words.said("one")
+
+
+@pytest.mark.parametrize(("request_text", "written"), [
+    ("Fine-tune smollm2 on my tickets.", False),
+    ("Fine-tune smollm2 on my tickets in the background.", True),
+    ("Start it and don't wait for it.", True),
+])
+def test_a_yes_or_no_is_left_at_its_default_unless_the_words_the_tool_declares_were_said(request_text, written):
+    """Unasked, the model wrote `wait: false` to an evaluation; `grayscale: true` for "save it as a JPEG"."""
+    assert ("wait" in with_grounded_choices(_parameters("finetune"), said(request_text))["properties"]) == written
+
+
+def test_a_yes_or_no_without_declared_words_is_left_alone():
+    parameters = {"type": "object", "properties": {"loud": {"type": "boolean", "default": False}}}
+    assert with_grounded_choices(parameters, said("Say hello.")) == parameters

@@ -32,8 +32,9 @@ SAID_AS = "x-agentd-said-as"
 
 def said_as(**words: list[str]) -> FieldInfo:
     """Declares how people say an optional choice's values besides their names:
-    `method: Annotated[Literal["lora", "full"], said_as(full=["all the weights"])] = "lora"`. An agent
-    may pass a value other than the default only when the conversation said it (by name or so)."""
+    `method: Annotated[Literal["lora", "full"], said_as(full=["all the weights"])] = "lora"`, or a
+    yes-or-no's: `wait: Annotated[bool, said_as(false=["in the background"])] = True`. An agent may
+    pass a value other than the default only when the conversation said it (by name or so)."""
     return Field(json_schema_extra={SAID_AS: words})
 
 

@@ -119,12 +119,18 @@ def _as_words(text: str) -> str:
 def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[str, Any]:
     """A copy of a tool's parameters where an optional choice among named values (`method`: lora,
     qlora or full) may be its default, or a value the run read by name or as the tool says people
-    say it (tools.schema.said_as); the others cannot be written.
+    say it (tools.schema.said_as); the others cannot be written. An optional yes-or-no the tool says
+    the words for (`wait`: false as "in the background") is the same.
 
     Unasked, the embedded model wrote `method: "full"` (every weight, not an adapter) for "adapt the
     base model to it, capped at 50 training steps" and "run a single epoch of training"."""
     def said_choices(prop: dict[str, Any]) -> dict[str, Any] | None:
         def said(schema: dict[str, Any]) -> dict[str, Any] | None:
+            if schema.get("type") == "boolean" and SAID_AS in prop and isinstance(prop.get("default"), bool):
+                # Its other value only when said: a yes or no has no name a person says, so a tool
+                # declares the words (`said_as(false=["background"])`); without them it is left alone.
+                other = "false" if prop["default"] else "true"
+                return schema if words.said(*prop[SAID_AS].get(other, ())) else None
             values = schema.get("enum")
             if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
                 return schema

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from tools.base import ToolError
+from tools.builtin.choices import Wait
 from tools.builtin.model_names import UnknownModel, resolve_if_known, served_by_deployments
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
@@ -42,7 +43,7 @@ class DeploymentTools(Toolkit):
                          embedded=["built-in", "builtin", "built in", "in-process", "local engine"])] = "auto",
                      adapters: Annotated[list[str], Field(max_length=16)] = [],  # noqa: B006 (pydantic copies it)
                      keep_alive: float | str | None = None,
-                     wait: bool = True,
+                     wait: Wait = True,
                      max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 900.0) -> dict:
         """Deploy (serve) a model so it can be chatted with; the answer gives the model id to use.
 
@@ -103,7 +104,9 @@ class DeploymentTools(Toolkit):
         raise ToolError(f"no running deployment with id or model {deployment!r}; running: {names}")
 
     @tool(changing=True)
-    def list_deployments(self, include_stopped: bool = False) -> list[dict]:
+    def list_deployments(self, include_stopped: Annotated[bool, said_as(true=[
+            "stopped", "including", "included", "history", "all", "every", "ever", "finished", "undeployed",
+            "expired"])] = False) -> list[dict]:
         """List deployed (served) models: id, model id to chat with, engine, status, memory, error.
 
         Args:

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from agentd.jobs.evaluate import EvaluationRequestError, format_metric, leaderboard_of, results_path, task_result
 from tools.base import ToolError
+from tools.builtin.choices import Wait
 from tools.builtin.data_files import local_data_path
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
@@ -43,7 +44,7 @@ class EvaluationTools(Toolkit):
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
     async def evaluate(self, model: str, tasks: Tasks, ctx: ToolContext, limit: Limit = None,
-                       num_fewshot: Annotated[int | None, Field(ge=0, le=64)] = None, wait: bool = True,
+                       num_fewshot: Annotated[int | None, Field(ge=0, le=64)] = None, wait: Wait = True,
                        max_wait_s: MaxWait = 1800.0) -> dict:
         """Evaluate a served model on benchmark tasks; each score comes with its standard error.
 

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from agentd.jobs import JobNotFound
 from tools.base import ToolError
+from tools.builtin.choices import Method, Wait
 from tools.builtin.data_files import training_file_id
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
@@ -31,9 +32,6 @@ _TIMEOUT_S = MAX_WAIT_S + 600
 # "auto": chosen by the jobs service from the data set's size, as OpenAI does.
 Epochs = Annotated[float, Field(gt=0, le=100)] | Literal["auto"]
 BatchSize = Annotated[int, Field(ge=1, le=1024)] | Literal["auto"]
-Method = Annotated[Literal["lora", "qlora", "full"], said_as(
-    qlora=["4-bit", "4 bit", "quantized", "quantised"],
-    full=["all the weights", "all weights", "every weight", "all parameters", "all the parameters"])]
 JobStatus = Annotated[Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"], said_as(
     validating_files=["validating"], queued=["waiting", "pending", "queue"],
     running=["in progress", "active", "still going", "unfinished"],
@@ -54,7 +52,7 @@ class JobTools(Toolkit):
                        epochs: Epochs = "auto",
                        max_steps: Annotated[int | None, Field(ge=1)] = None,
                        learning_rate: Annotated[float | None, Field(gt=0, lt=1)] = None,
-                       wait: bool = True,
+                       wait: Wait = True,
                        max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 1800.0,
                        batch_size: BatchSize = "auto") -> dict:
         """Fine-tune a served model on a JSONL file; the result is a new model id to chat with.

@@ -17,15 +17,17 @@ from pydantic import Field
 
 from agentd.jobs.evaluate import EvaluationRequestError, check_tasks
 from tools.base import ToolError
+from tools.builtin.choices import Method
 from tools.builtin.data_files import training_file_id
 from tools.builtin.deployment import deployment_summary, follow_deployment
 from tools.builtin.evaluation import compare_pairs, follow_evaluation, start_evaluation
-from tools.builtin.jobs import Method, follow_fine_tune, start_fine_tune
+from tools.builtin.jobs import follow_fine_tune, start_fine_tune
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.builtin.verdict import Verdict, judge, results_table
 from tools.builtin.workflow_data import hold_out
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
+from tools.schema import said_as
 
 if TYPE_CHECKING:
     from agentd.deployments import DeploymentService
@@ -48,7 +50,8 @@ class WorkflowTools(Toolkit):
                                 tasks: Annotated[list[str] | None, Field(max_length=20)] = None,
                                 method: Method = "lora",
                                 limit: Annotated[int | None, Field(ge=1)] = None,
-                                deploy_better: bool = False,
+                                deploy_better: Annotated[bool, said_as(true=[
+                                    "deploy", "deploys", "serve", "serving", "winner", "whichever wins"])] = False,
                                 max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 7200.0,
                                 max_steps: Annotated[int | None, Field(ge=1)] = None) -> dict:
         """Fine-tune a model on a data file, evaluate the base and the tuned model on the same tasks, say which is better, and optionally deploy the better one.
