@@ -146,14 +146,15 @@ class AgentContext:
 
     def definitions(self) -> list[dict[str, Any]]:
         """The tools the model may call now: their file arguments narrowed to the ids the run knows,
-        their ids and optional numbers to those it has read (see grounding)."""
+        their ids, optional numbers and named choices to those it has read (see grounding)."""
         if self.tool_choice == "none":
             return []
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
         return [grounded_definition(d, self.files, self.ids, self.numbers, self.words) for d in self.tools.definitions(names)]
 
     def learn(self, text: str) -> None:
-        """What the run reads (the conversation, observations): file ids and numbers it may pass on."""
+        """What the run reads (the conversation, observations): file ids, ids, numbers and words it may
+        pass on."""
         self.files.learn_from_text(text)
         self.files.learn_bare_ids(text, self._stored_kind)
         self.read_result(text)
@@ -167,7 +168,7 @@ class AgentContext:
         return None if stored is None else "image" if stored.mime_type.startswith("image/") else "file"
 
     def read_result(self, text: str) -> None:
-        """What a tool returned: ids and numbers the run may pass on (its files come as artifacts)."""
+        """What a tool returned: ids, numbers and words the run may pass on (its files come as artifacts)."""
         self.numbers.learn_from_text(text)
         self.ids.learn_from_text(text)
         self.words.learn_from_text(text)

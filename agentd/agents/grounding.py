@@ -1,5 +1,5 @@
-"""Numbers and ids an agent run has seen, and tool schemas whose optional numbers and whose ids may
-only be one of them.
+"""Numbers, ids and words an agent run has seen, and tool schemas whose optional numbers, ids and
+optional named choices may only be among them.
 
 A small model fills in optional numeric arguments nobody gave it: measured on the openvino engine,
 the plain-words request ("fine-tune smollm2 on my tickets, evaluate both, tell me which is better")
@@ -9,7 +9,9 @@ nobody asked for. An optional number is a choice the tool makes well by itself (
 what it has read: the conversation and the tools' observations. Required numbers, and every
 other argument, are left as they are. An id (an upload, a job) is copied the same way: from what
 the run has read, whole (see with_grounded_ids); a tool whose argument can only be an id the run
-has not read cannot be called yet (see unfillable).
+has not read cannot be called yet (see unfillable). An optional choice among named values (a
+fine-tune's method) is the tool's default unless the conversation said another (see
+with_grounded_choices).
 """
 
 from __future__ import annotations
@@ -126,15 +128,15 @@ def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[s
     base model to it, capped at 50 training steps" and "run a single epoch of training"."""
     def said_choices(prop: dict[str, Any]) -> dict[str, Any] | None:
         def said(schema: dict[str, Any]) -> dict[str, Any] | None:
-            if schema.get("type") == "boolean" and SAID_AS in prop and isinstance(prop.get("default"), bool):
+            said_as = schema.get(SAID_AS) or prop.get(SAID_AS) or {}  # on the property, or its branch of a `| None`
+            if schema.get("type") == "boolean" and said_as and isinstance(prop.get("default"), bool):
                 # Its other value only when said: a yes or no has no name a person says, so a tool
                 # declares the words (`said_as(false=["background"])`); without them it is left alone.
                 other = "false" if prop["default"] else "true"
-                return schema if words.said(*prop[SAID_AS].get(other, ())) else None
+                return schema if words.said(*said_as.get(other, ())) else None
             values = schema.get("enum")
             if not (isinstance(values, list) and values and all(isinstance(v, str) for v in values)):
                 return schema
-            said_as = schema.get(SAID_AS) or prop.get(SAID_AS) or {}  # on the property, or its branch of a `| None`
             kept = [v for v in values if v == prop.get("default") or words.said(v, *said_as.get(v, ()))]
             return {**schema, "enum": kept} if kept else None
 
