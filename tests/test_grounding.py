@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 import jsonschema
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from agentd.agents.grounding import (RunIds, RunNumbers, RunWords, not_starting_with, unfillable,
                                      with_grounded_choices, with_grounded_ids, with_grounded_numbers)
 from agentd.llm.chat_model import step_schema
-from tools import ToolRegistry, id_of, tool
+from tools import ToolRegistry, id_of, said_as, tool
 from tools.schema import ID_KINDS
 
 PARAMETERS = {
@@ -333,3 +333,38 @@ def test_a_yes_or_no_is_left_at_its_default_unless_the_words_the_tool_declares_w
 def test_a_yes_or_no_without_declared_words_is_left_alone():
     parameters = {"type": "object", "properties": {"loud": {"type": "boolean", "default": False}}}
     assert with_grounded_choices(parameters, said("Say hello.")) == parameters
+
+
+@tool
+def tune(data: str, method: Annotated[Literal["lora", "full"], said_as(full=["all the weights"])] = "lora",
+         wait: Annotated[bool, said_as(false=["background"])] = True) -> str:
+    """Tune on some data.
+
+    Args:
+        data: the data.
+        method: lora or full.
+        wait: wait for the end.
+    """
+    return "tuned"
+
+
+async def test_a_react_run_offers_the_model_only_the_choices_its_conversation_said(tmp_path):
+    from tests.fixtures.scripted_model import ScriptedChatModel, answer
+    from tests.test_agents import open_runtime, run
+
+    registry = ToolRegistry([tune])
+    runtime = await open_runtime(registry, tmp_path)
+    offered: list[dict] = []
+
+    def look(messages, tools):
+        offered.append(next(t for t in tools if t["function"]["name"] == "tune")["function"]["parameters"])
+        return answer("ok")
+
+    await run(runtime, "agentd-react", "Tune on notes.jsonl.", ScriptedChatModel(acts=[look]))
+    await run(runtime, "agentd-react", "Tune on notes.jsonl in the background, updating all the weights.",
+              ScriptedChatModel(acts=[look]))
+    unasked, asked = offered
+    assert unasked["properties"]["method"]["enum"] == ["lora"] and "wait" not in unasked["properties"]
+    assert asked["properties"]["method"]["enum"] == ["lora", "full"] and asked["properties"]["wait"]["type"] == "boolean"
+    await runtime.close()
+    registry.close()
