@@ -368,3 +368,75 @@ async def test_a_react_run_offers_the_model_only_the_choices_its_conversation_sa
     assert asked["properties"]["method"]["enum"] == ["lora", "full"] and asked["properties"]["wait"]["type"] == "boolean"
     await runtime.close()
     registry.close()
+
+
+def _tool_parameters(toolkit: type, name: str) -> dict:
+    from tools.schema import json_schema_of, read_signature
+
+    return json_schema_of(read_signature(getattr(toolkit, name), name).arguments)
+
+
+def _grounded(parameters: dict, *texts: str) -> dict:
+    from agentd.agents.files import RunFiles
+    from agentd.agents.grounding import grounded_definition
+
+    ids, files, numbers, words = RunIds(), RunFiles(), RunNumbers(), said(*texts)
+    for text in texts:
+        ids.learn_from_text(text)
+        numbers.learn_from_text(text)
+    definition = {"type": "function", "function": {"name": "t", "description": "T.", "parameters": parameters}}
+    return grounded_definition(definition, files, ids, numbers, words)["function"]["parameters"]
+
+
+@pytest.mark.parametrize(("text", "paths"), [
+    ("Fine-tune smollm2 on examples/support_tickets.jsonl with LoRA.", ["examples/support_tickets.jsonl"]),
+    ("use ./data/x.csv, then ~/notes.txt", ["~/notes.txt", "./data/x.csv"]),
+    ("Fine-tune it on train.jsonl.", ["train.jsonl"]),
+    ("Evaluate on sciq. Then on boolq.", []),
+    ("e.g. a learning rate of 0.0002 on HuggingFaceTB/SmolLM2-135M-Instruct", []),
+    ("the model ft:smollm2-135m-instruct:agentd::5c50a22b, upload file-05e7a388748001fe8f12ab34", []),
+])
+def test_paths_are_read_as_people_write_them(text, paths):
+    assert ids_read(text).paths() == paths
+
+
+def test_a_training_file_is_an_upload_read_or_a_path_said_and_the_tool_waits_for_one():
+    """The embedded model fine-tuned on `training` ("a single epoch of training … with file-…") and
+    `sciq` (the benchmark a comparison named), files that do not exist."""
+    from tools.builtin.jobs import JobTools
+
+    finetune = _tool_parameters(JobTools, "finetune")
+    assert unfillable(_grounded(finetune, "Fine-tune smollm2 on my support tickets.")) == ["training_file"]
+    grounded = _grounded(finetune, f"Could you run a single epoch of training on smollm2 with {UPLOAD}?")
+    assert grounded["properties"]["training_file"]["enum"] == [UPLOAD] and unfillable(grounded) == []
+    grounded = _grounded(finetune, f"Train smollm2 on examples/support_tickets.jsonl or {UPLOAD}.")
+    assert grounded["properties"]["training_file"]["enum"] == [UPLOAD, "examples/support_tickets.jsonl"]
+
+
+def test_a_task_is_one_the_conversation_named_or_any_built_in_one_when_it_named_none():
+    from evaluation.tasks import builtin_tasks
+    from tools.builtin.evaluation import EvaluationTools
+
+    def tasks(*texts: str) -> list[str]:
+        return _grounded(_tool_parameters(EvaluationTools, "evaluate"), *texts)["properties"]["tasks"]["items"]["enum"]
+
+    assert tasks("How good is ft:smollm2-135m-instruct:agentd::5c50a22b on arc easy?") == ["arc_easy"]
+    # Each at most once: offered piqa alone, the embedded model wrote it twenty times ("the first 20 questions").
+    evaluate = _grounded(_tool_parameters(EvaluationTools, "evaluate"), "Score smollm2 on piqa, the first 20 questions.")
+    assert evaluate["properties"]["tasks"]["maxItems"] == 1
+    assert tasks("Run the support questions and BoolQ against my-llama.") == ["boolq", "support_qa"]
+    assert tasks("Give smollm2 the MMLU exam.") == ["mmlu_subset"]
+    assert tasks("Evaluate smollm2 on my questions in evals/faq.jsonl.") == [*builtin_tasks(), "evals/faq.jsonl"]
+    assert "tune-then-check" not in tasks("Run the whole tune-then-check routine on smollm2.")
+
+
+def test_an_optional_task_list_nobody_named_cannot_be_written():
+    """tune_and_evaluate without tasks holds out part of the training file: that is what was asked."""
+    from tools.builtin.workflow import WorkflowTools
+
+    workflow = _tool_parameters(WorkflowTools, "tune_and_evaluate")
+    unasked = _grounded(workflow, "Run the whole tune-then-check routine on smollm2 with the data in tickets.jsonl.")
+    assert "tasks" not in unasked["properties"]
+    asked = _grounded(workflow, "Teach the base model tickets.jsonl, compare it with the original on piqa.")
+    assert asked["properties"]["tasks"]["anyOf"][0]["items"]["enum"] == ["piqa", "tickets.jsonl"]
+    assert asked["properties"]["training_file"]["enum"] == ["tickets.jsonl"]

@@ -38,6 +38,35 @@ def said_as(**words: list[str]) -> FieldInfo:
     return Field(json_schema_extra={SAID_AS: words})
 
 
+# The JSON-schema key of a string argument that is a local file's path or a stored file's id, listing the
+# id kinds it takes (`file`).
+PATH_OR_ID = "x-agentd-path-or-id"
+
+
+def path_or_id(*kinds: str) -> FieldInfo:
+    """Declares a string argument that names a file: a path, or the id of a stored one of `kinds`:
+    `training_file: Annotated[str, path_or_id("file")]`. An agent may then pass only a path or an id
+    its run has read, and cannot call the tool before it has read one."""
+    return Field(json_schema_extra={PATH_OR_ID: list(kinds)})
+
+
+# The JSON-schema key of a string that is one of a known set of names (a benchmark task), or else a path.
+NAMES = "x-agentd-names"
+
+
+def one_of_names(names: list[str], *, said: dict[str, list[str]] | None = None, or_path: bool = False) -> FieldInfo:
+    """Declares a string that is one of `names` (each item of `list[Annotated[str, one_of_names(...)]]`),
+    or, `or_path`, a file's path: an agent may pass the names its conversation said, by name or in the
+    words `said` gives (all of them when it said none and the argument is required) and, `or_path`,
+    the paths its run has read."""
+    extra: dict[str, Any] = {NAMES: list(names)}
+    if said:
+        extra[SAID_AS] = said
+    if or_path:
+        extra[PATH_OR_ID] = []
+    return Field(json_schema_extra=extra)
+
+
 class ToolDefinitionError(TypeError):
     """A function cannot become a tool as written; the message says what to change."""
 

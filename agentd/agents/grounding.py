@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Any
 
 from agentd.agents.files import RunFiles, with_file_choices
-from tools.schema import ID_KINDS, SAID_AS
+from tools.schema import ID_KINDS, NAMES, PATH_OR_ID, SAID_AS
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
 # "3-shot" is a 3, and so is "3:" or "3." ending a phrase.
@@ -145,6 +145,50 @@ def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[s
     return _optional_narrowed(parameters, said_choices)
 
 
+def with_grounded_names(parameters: dict[str, Any], ids: RunIds, words: RunWords) -> dict[str, Any]:
+    """A copy of a tool's parameters where a string that is one of a set of names (tools.schema.one_of_names:
+    a benchmark task) may be a name the run read, or any of them when it read none and the argument is
+    required; one that may also be a path may be a path the run read. An optional one the run named
+    nothing for cannot be written, not even as a path (the tool's default holds): the only path read is
+    mostly the training file, and tune_and_evaluate scoring on its own training data is no comparison.
+
+    The embedded model evaluated on tasks nobody named, and not even tasks: `tune-then-check` (the
+    request's own words for the workflow), `job_status`, `training`."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict):
+        return parameters
+    required = set(parameters.get("required") or ())
+    grounded: dict[str, Any] = {}
+    for name, schema in properties.items():
+        narrowed = _named(schema, ids, words, name in required)
+        if narrowed is not None:
+            grounded[name] = narrowed
+    return {**parameters, "properties": grounded}
+
+
+def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
+    """`schema` with its names narrowed (in a `| None`'s branches and a list's items); None: nothing left."""
+    if not isinstance(schema, dict):
+        return schema
+    if any(union in schema for union in ("anyOf", "oneOf")):
+        return _each_branch(schema, lambda branch: _named(branch, ids, words, required))
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        items = _named(schema["items"], ids, words, required)
+        if items is None or "enum" not in items or items is schema["items"]:
+            return None if items is None else {**schema, "items": items}
+        # No name twice: offered "piqa" alone for "score smollm2 on piqa, only the first 20 questions",
+        # the model wrote it twenty times.
+        most = min(len(items["enum"]), schema.get("maxItems", len(items["enum"])))
+        return {**schema, "items": items, "maxItems": most}
+    if NAMES not in schema or schema.get("type") != "string":
+        return schema
+    said_as = schema.get(SAID_AS) or {}
+    names = [n for n in schema[NAMES] if words.said(n, *said_as.get(n, ()))]
+    if not (names or required):
+        return None
+    return {**schema, "enum": (names or schema[NAMES]) + (ids.paths() if PATH_OR_ID in schema else [])}
+
+
 def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
                        ) -> dict[str, Any]:
     """A copy of tool parameters with each optional argument narrowed; one narrowed to None is left out."""
@@ -182,7 +226,10 @@ def _within(value: float, schema: dict[str, Any]) -> bool:
 
 
 # An id as the stores make them: a lower-case prefix, a dash, hex digits (`file-3f…`, `ftjob-…`, `dep-…`).
-_ID = re.compile(r"(?<![\w-])([a-z]+)-[0-9a-f]{8,}(?![\w-])")
+_ID = re.compile(r"(?<![\w-])(([a-z]+)-[0-9a-f]{8,})(?![\w-])")
+# A file's path as people write one: a name with an extension (`tickets.jsonl`), maybe in folders. Not
+# a number (`0.5`), a model name (`HuggingFaceTB/SmolLM2`), "e.g." or a sentence's end ("on sciq.").
+_PATH = re.compile(r"(?<![\w./:~-])((?:~/|\.{0,2}/)?(?:[\w.-]+/)*[\w-]+(?:\.[\w-]+)*\.[A-Za-z][A-Za-z0-9]{1,6})(?![\w/-])")
 # How an argument's description names the id it takes: "a file id (file-...) or the path of a JSONL file".
 _ID_FORMAT = re.compile(r"\(([a-z]+)-\.\.\.\)")
 # What else such an argument may hold (a path, a model name): printable ASCII a JSON string need not escape.
@@ -190,15 +237,17 @@ _PLAIN = [chr(c) for c in range(32, 127) if chr(c) not in '"\\']
 
 
 class RunIds:
-    """The ids a run has read (uploads, jobs, deployments), latest last."""
+    """The ids a run has read (uploads, jobs, deployments) and the file paths, latest last."""
 
     def __init__(self) -> None:
         self._seen: dict[str, None] = {}
+        self._paths: dict[str, None] = {}
 
     def learn_from_text(self, text: str) -> None:
-        for match in _ID.finditer(text):
-            self._seen.pop(match[0], None)
-            self._seen[match[0]] = None
+        for found, pattern in ((self._seen, _ID), (self._paths, _PATH)):
+            for match in pattern.finditer(text):
+                found.pop(match[1], None)
+                found[match[1]] = None
 
     def kinds(self) -> set[str]:
         """The prefixes of the ids read: `file`, `ftjob`, …"""
@@ -207,6 +256,10 @@ class RunIds:
     def with_prefix(self, *prefixes: str) -> list[str]:
         """The ids `prefix-…` read (of any of `prefixes`), latest first."""
         return [i for i in reversed(self._seen) if i.split("-", 1)[0] in prefixes][:_MOST]
+
+    def paths(self) -> list[str]:
+        """The file paths read (`examples/support_tickets.jsonl`), latest first."""
+        return list(reversed(self._paths))[:_MOST]
 
 
 def unfillable(parameters: dict[str, Any]) -> list[str]:
@@ -226,8 +279,8 @@ def id_unread(schema: Any) -> bool:
     """Whether a (grounded) argument schema can only be an id and the run has read none of its kind: a
     job id, or a picture (agents.files makes one an `enum` of the pictures the run knows; the data: URL
     a tool would also take is not something a model writes)."""
-    return (isinstance(schema, dict) and "enum" not in schema
-            and (ID_KINDS in schema or schema.get("x-agentd-type") == "image"))
+    return (isinstance(schema, dict) and "enum" not in schema and NAMES not in schema
+            and (ID_KINDS in schema or PATH_OR_ID in schema or schema.get("x-agentd-type") == "image"))
 
 
 def with_grounded_ids(parameters: dict[str, Any], ids: RunIds) -> dict[str, Any]:
@@ -250,6 +303,9 @@ def _id_choices(schema: Any, ids: RunIds) -> Any:
         return schema
     if ID_KINDS in schema:
         seen = ids.with_prefix(*schema[ID_KINDS])
+        return {**schema, "enum": seen} if seen else schema
+    if PATH_OR_ID in schema and NAMES not in schema:
+        seen = ids.with_prefix(*schema[PATH_OR_ID]) + ids.paths()
         return {**schema, "enum": seen} if seen else schema
     named = _ID_FORMAT.search(schema.get("description", ""))
     if not named:
@@ -274,7 +330,7 @@ def grounded_definition(definition: dict[str, Any], files: RunFiles, ids: RunIds
     function = definition["function"]
     parameters = with_file_choices(function["parameters"], files)
     parameters = with_grounded_numbers(with_grounded_ids(parameters, ids), numbers)
-    parameters = with_grounded_choices(parameters, words)
+    parameters = with_grounded_names(with_grounded_choices(parameters, words), ids, words)
     return {**definition, "function": {**function, "parameters": parameters}}
 
 

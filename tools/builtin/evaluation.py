@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field
 
 from agentd.jobs.evaluate import EvaluationRequestError, format_metric, leaderboard_of, results_path, task_result
+from evaluation.tasks import builtin_tasks
 from tools.base import ToolError
 from tools.builtin.choices import Wait
 from tools.builtin.data_files import local_data_path
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
+from tools.schema import one_of_names
 
 if TYPE_CHECKING:
     from agentd.jobs import Job
@@ -31,7 +33,11 @@ if TYPE_CHECKING:
 MAX_WAIT_S = 12 * 3600
 _TIMEOUT_S = MAX_WAIT_S + 600  # the longest wait plus loading every task before it
 
-Tasks = Annotated[list[str], Field(min_length=1, max_length=20)]
+# A task is a built-in one's name or a task file's path: an agent passes the names its conversation said,
+# and these words for them.
+TASKS_SAID_AS = {"support_qa": ["support questions", "support question"], "mmlu_subset": ["mmlu"]}
+TaskName = Annotated[str, one_of_names(builtin_tasks(), said=TASKS_SAID_AS, or_path=True)]
+Tasks = Annotated[list[TaskName], Field(min_length=1, max_length=20)]
 Limit = Annotated[int | None, Field(ge=1)]
 MaxWait = Annotated[float, Field(ge=0, le=MAX_WAIT_S)]
 
@@ -50,7 +56,7 @@ class EvaluationTools(Toolkit):
 
         Args:
             model: a served model: its id (a fine-tune `ft:...` or an agent model too) or a name such as smollm2 or "base".
-            tasks: built-in task names (arc_easy, arc_challenge, hellaswag, piqa, boolq, sciq, mmlu, ...) or task files.
+            tasks: built-in task names (arc_easy, arc_challenge, hellaswag, piqa, boolq, sciq, mmlu_subset, ...) or task files.
             limit: score only the first N samples of each task (faster, wider error bars).
             num_fewshot: examples shown before each question (default: the task's own).
             wait: wait for the run to end, reporting progress; false returns the job id at once.
@@ -109,8 +115,6 @@ def workspace_task(spec: str) -> str:
     """A built-in task's name as it is; a task file only from the server's working directory or its
     examples folder (as training files), resolved: whoever can reach the tools cannot have the
     server read, score and hand back the rows of any file on the machine."""
-    from evaluation.tasks import builtin_tasks
-
     given = Path(spec).expanduser()
     if spec in builtin_tasks() or not (given.suffix or "/" in spec or given.exists()):
         return spec  # a name: an unknown one is refused by the service with the names it knows

@@ -20,7 +20,7 @@ from tools.builtin.data_files import training_file_id
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
-from tools.schema import id_of, said_as
+from tools.schema import id_of, path_or_id, said_as
 
 if TYPE_CHECKING:
     from agentd.jobs import Job
@@ -47,7 +47,7 @@ class JobTools(Toolkit):
         self.service, self.poll_s = service, poll_s
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
-    async def finetune(self, model: str, training_file: str, ctx: ToolContext,
+    async def finetune(self, model: str, training_file: Annotated[str, path_or_id("file")], ctx: ToolContext,
                        method: Method = "lora",
                        epochs: Epochs = "auto",
                        max_steps: Annotated[int | None, Field(ge=1)] = None,

@@ -20,14 +20,14 @@ from tools.base import ToolError
 from tools.builtin.choices import Method
 from tools.builtin.data_files import training_file_id
 from tools.builtin.deployment import deployment_summary, follow_deployment
-from tools.builtin.evaluation import compare_pairs, follow_evaluation, start_evaluation
+from tools.builtin.evaluation import TaskName, compare_pairs, follow_evaluation, start_evaluation
 from tools.builtin.jobs import follow_fine_tune, start_fine_tune
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.builtin.verdict import Verdict, judge, results_table
 from tools.builtin.workflow_data import hold_out
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
-from tools.schema import said_as
+from tools.schema import path_or_id, said_as
 
 if TYPE_CHECKING:
     from agentd.deployments import DeploymentService
@@ -46,8 +46,8 @@ class WorkflowTools(Toolkit):
         self.jobs, self.deployments, self.poll_s = jobs, deployments, poll_s
 
     @tool(long_running=True, timeout=MAX_WAIT_S + 600)
-    async def tune_and_evaluate(self, model: str, training_file: str, ctx: ToolContext,
-                                tasks: Annotated[list[str] | None, Field(max_length=20)] = None,
+    async def tune_and_evaluate(self, model: str, training_file: Annotated[str, path_or_id("file")], ctx: ToolContext,
+                                tasks: Annotated[list[TaskName] | None, Field(max_length=20)] = None,
                                 method: Method = "lora",
                                 limit: Annotated[int | None, Field(ge=1)] = None,
                                 deploy_better: Annotated[bool, said_as(true=[
