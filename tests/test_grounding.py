@@ -377,15 +377,13 @@ def _tool_parameters(toolkit: type, name: str) -> dict:
 
 
 def _grounded(parameters: dict, *texts: str) -> dict:
-    from agentd.agents.files import RunFiles
-    from agentd.agents.grounding import grounded_definition
+    from agentd.agents.grounding import RunReading
 
-    ids, files, numbers, words = RunIds(), RunFiles(), RunNumbers(), said(*texts)
+    reading = RunReading()
     for text in texts:
-        ids.learn_from_text(text)
-        numbers.learn_from_text(text)
+        reading.learn(text, lambda file_id: "file")
     definition = {"type": "function", "function": {"name": "t", "description": "T.", "parameters": parameters}}
-    return grounded_definition(definition, files, ids, numbers, words)["function"]["parameters"]
+    return reading.definition(definition)["function"]["parameters"]
 
 
 @pytest.mark.parametrize(("text", "paths"), [

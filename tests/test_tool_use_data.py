@@ -9,8 +9,7 @@ import json
 import pytest
 
 from agentd.agents.context import FINAL_ANSWER
-from agentd.agents.files import RunFiles
-from agentd.agents.grounding import RunIds, RunNumbers, RunWords, grounded_definition
+from agentd.agents.grounding import RunReading
 from agentd.agents.rewoo import plan_schema
 from agentd.llm.chat_model import parse_json, step_schema
 from agentd.tool_use.data import episodes, requests, server_tools, training_rows
@@ -36,14 +35,10 @@ def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, rows)
 
     @functools.cache
     def schemas(read: tuple[str, ...]) -> tuple[dict, dict]:
-        ids, files, numbers, words = RunIds(), RunFiles(), RunNumbers(), RunWords()
+        reading = RunReading()
         for text in read:
-            ids.learn_from_text(text)
-            files.learn_from_text(text)
-            files.learn_bare_ids(text, lambda file_id: "image")
-            numbers.learn_from_text(text)
-            words.learn_from_text(text)
-        grounded = [grounded_definition(t, files, ids, numbers, words) for t in everything]
+            reading.learn(text, lambda file_id: "image")
+        grounded = [reading.definition(t) for t in everything]
         return step_schema(grounded + [FINAL_ANSWER], max_calls=3), plan_schema(grounded, max_steps=6)
 
     kinds = set()

@@ -16,7 +16,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentd.agents.files import RunFiles
-from agentd.agents.grounding import RunIds, RunNumbers, RunWords, grounded_definition, unfillable
+from agentd.agents.grounding import RunReading, unfillable
 from agentd.agents.steps import Observation, Step, ToolCallStep, ToolProgress
 from agentd.llm.chat_model import MAX_ANSWER, MAX_STRING, ChatModel, ToolCall, prompt
 from tools.files import FileNotFound
@@ -130,6 +130,7 @@ class AgentContext:
         files: the file ids the run knows (pictures sent, artifacts made), with their URLs.
         tool_choice: "none" (answer without tools), "required" (the first step calls a tool),
             {"name": X} (the first call is X), or "auto".
+        reading: all the run has read (with `files`): what grounds the tools' arguments.
     """
 
     llm: ChatModel
@@ -140,9 +141,10 @@ class AgentContext:
     max_calls: int = 3
     files: RunFiles = field(default_factory=RunFiles)
     tool_choice: ToolChoice = "auto"
-    numbers: RunNumbers = field(default_factory=RunNumbers)
-    ids: RunIds = field(default_factory=RunIds)
-    words: RunWords = field(default_factory=RunWords)
+    reading: RunReading = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reading = RunReading(self.files)
 
     def definitions(self) -> list[dict[str, Any]]:
         """The tools the model may call now: their file arguments narrowed to the ids the run knows,
@@ -150,14 +152,11 @@ class AgentContext:
         if self.tool_choice == "none":
             return []
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
-        return [grounded_definition(d, self.files, self.ids, self.numbers, self.words) for d in self.tools.definitions(names)]
+        return [self.reading.definition(d) for d in self.tools.definitions(names)]
 
     def learn(self, text: str) -> None:
-        """What the run reads (the conversation, observations): file ids, ids, numbers and words it may
-        pass on."""
-        self.files.learn_from_text(text)
-        self.files.learn_bare_ids(text, self._stored_kind)
-        self.read_result(text)
+        """What the run reads (the conversation): file ids, ids, numbers, paths and words it may pass on."""
+        self.reading.learn(text, self._stored_kind)
 
     def _stored_kind(self, file_id: str) -> str | None:
         store = self.tools.context.file_store
@@ -168,10 +167,9 @@ class AgentContext:
         return None if stored is None else "image" if stored.mime_type.startswith("image/") else "file"
 
     def read_result(self, text: str) -> None:
-        """What a tool returned: ids, numbers and words the run may pass on (its files come as artifacts)."""
-        self.numbers.learn_from_text(text)
-        self.ids.learn_from_text(text)
-        self.words.learn_from_text(text)
+        """What a tool returned: ids, numbers, paths and words the run may pass on (its files come as
+        artifacts)."""
+        self.reading.read_result(text)
 
     @property
     def forced_tool(self) -> str | None:

@@ -1,5 +1,5 @@
-"""Numbers, ids and words an agent run has seen, and tool schemas whose optional numbers, ids and
-optional named choices may only be among them.
+"""Numbers, ids, paths and words an agent run has seen, and tool schemas whose optional numbers, ids,
+files, optional named choices and names may only be among them.
 
 A small model fills in optional numeric arguments nobody gave it: measured on the openvino engine,
 the plain-words request ("fine-tune smollm2 on my tickets, evaluate both, tell me which is better")
@@ -7,11 +7,12 @@ called tune_and_evaluate with `max_steps: 100000` and `limit: 100000`, twelve ho
 nobody asked for. An optional number is a choice the tool makes well by itself (its default, or
 "auto") unless the person said one, so the grammar lets a run pass only numbers that appear in
 what it has read: the conversation and the tools' observations. Required numbers, and every
-other argument, are left as they are. An id (an upload, a job) is copied the same way: from what
+other argument, are left as they are by this rule. An id (an upload, a job) is copied the same way: from what
 the run has read, whole (see with_grounded_ids); a tool whose argument can only be an id the run
 has not read cannot be called yet (see unfillable). An optional choice among named values (a
 fine-tune's method) is the tool's default unless the conversation said another (see
-with_grounded_choices).
+with_grounded_choices); a file argument is a path or upload the run read, and a name from a known set
+(a benchmark task) one the conversation said (see with_grounded_names). RunReading holds all a run read.
 """
 
 from __future__ import annotations
@@ -323,15 +324,39 @@ def _id_choices(schema: Any, ids: RunIds) -> Any:
         {"type": "string", "enum": seen}, {key: value for key, value in other.items() if key != "description"}]}
 
 
-def grounded_definition(definition: dict[str, Any], files: RunFiles, ids: RunIds, numbers: RunNumbers,
-                        words: RunWords) -> dict[str, Any]:
-    """A tool definition as a run's grammar has it now: its file arguments limited to the files the run
-    knows, its ids, optional numbers and optional named choices to those it has read."""
-    function = definition["function"]
-    parameters = with_file_choices(function["parameters"], files)
-    parameters = with_grounded_numbers(with_grounded_ids(parameters, ids), numbers)
-    parameters = with_grounded_names(with_grounded_choices(parameters, words), ids, words)
-    return {**definition, "function": {**function, "parameters": parameters}}
+class RunReading:
+    """Everything one agent run has read (the conversation, then the observations), and the tool
+    definitions its grammar may have now.
+
+    Args:
+        files: the run's files; the runtime makes it first, to link the artifacts its tools make.
+    """
+
+    def __init__(self, files: RunFiles | None = None) -> None:
+        self.files = files if files is not None else RunFiles()
+        self.ids, self.numbers, self.words = RunIds(), RunNumbers(), RunWords()
+
+    def learn(self, text: str, stored_kind: Callable[[str], str | None]) -> None:
+        """A chat turn: its file ids (`stored_kind` says what the file store holds under a bare one:
+        "image", "file", or None), ids, numbers, paths and words."""
+        self.files.learn_from_text(text)
+        self.files.learn_bare_ids(text, stored_kind)
+        self.read_result(text)
+
+    def read_result(self, text: str) -> None:
+        """What a tool returned (its files come as artifacts)."""
+        self.numbers.learn_from_text(text)
+        self.ids.learn_from_text(text)
+        self.words.learn_from_text(text)
+
+    def definition(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """A tool definition as the run's grammar has it now: its file arguments limited to the files
+        the run knows; its ids, paths, optional numbers, named choices and names to those it has read."""
+        function = definition["function"]
+        parameters = with_file_choices(function["parameters"], self.files)
+        parameters = with_grounded_numbers(with_grounded_ids(parameters, self.ids), self.numbers)
+        parameters = with_grounded_names(with_grounded_choices(parameters, self.words), self.ids, self.words)
+        return {**definition, "function": {**function, "parameters": parameters}}
 
 
 def not_starting_with(*prefixes: str) -> str:
