@@ -51,6 +51,13 @@ def test_bm25_finds_the_right_passage_with_its_citation(knowledge):
     assert knowledge.document("guide.md").title == "Operator guide"
 
 
+@pytest.mark.parametrize("query", ["Backups_database", "revenue_plan"])
+def test_a_query_in_snake_case_is_searched_as_its_words(knowledge, query):
+    """The embedded model searched the handbook for `holiday_allowance`, found nothing (the words are not
+    next to each other there), and searched again."""
+    assert knowledge.search(query)
+
+
 def test_embeddings_find_passages_that_share_no_words_with_the_query(tmp_path, embedder):
     plain = KnowledgeBase(tmp_path / "plain.sqlite")
     hybrid = KnowledgeBase(tmp_path / "hybrid.sqlite", embedder)

@@ -139,7 +139,9 @@ class KnowledgeBase:
         return [self._hit(chunk_id, score) for chunk_id, score in best]
 
     def _bm25(self, query: str, limit: int) -> list[int]:
-        terms = re.findall(r"\w+", query.lower())
+        # Words as the index splits them: a model's snake_case query ("holiday_allowance") is two words,
+        # not a phrase the handbook never writes.
+        terms = re.findall(r"[^\W_]+", query.lower())
         terms = [term for term in terms if term not in STOPWORDS] or terms
         if not terms:
             return []
