@@ -155,16 +155,7 @@ def with_grounded_names(parameters: dict[str, Any], ids: RunIds, words: RunWords
 
     The embedded model evaluated on tasks nobody named, and not even tasks: `tune-then-check` (the
     request's own words for the workflow), `job_status`, `training`."""
-    properties = parameters.get("properties")
-    if not isinstance(properties, dict):
-        return parameters
-    required = set(parameters.get("required") or ())
-    grounded: dict[str, Any] = {}
-    for name, schema in properties.items():
-        narrowed = _named(schema, ids, words, name in required)
-        if narrowed is not None:
-            grounded[name] = narrowed
-    return {**parameters, "properties": grounded}
+    return _each_property(parameters, lambda schema, required: _named(schema, ids, words, required))
 
 
 def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
@@ -193,13 +184,20 @@ def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
 def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
                        ) -> dict[str, Any]:
     """A copy of tool parameters with each optional argument narrowed; one narrowed to None is left out."""
+    return _each_property(parameters, lambda schema, required: (
+        schema if required or not isinstance(schema, dict) else narrow(schema)))
+
+
+def _each_property(parameters: dict[str, Any], narrow: Callable[[Any, bool], Any]) -> dict[str, Any]:
+    """A copy of tool parameters with `narrow(schema, required)` applied to each argument; one narrowed to
+    None is left out."""
     properties = parameters.get("properties")
     if not isinstance(properties, dict):
         return parameters
     required = set(parameters.get("required") or ())
     grounded: dict[str, Any] = {}
     for name, schema in properties.items():
-        narrowed = schema if name in required or not isinstance(schema, dict) else narrow(schema)
+        narrowed = narrow(schema, name in required)
         if narrowed is not None:
             grounded[name] = narrowed
     return {**parameters, "properties": grounded}
