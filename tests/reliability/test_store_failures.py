@@ -90,7 +90,9 @@ def small_disk(tmp_path):
 def fill(disk: Path) -> Path:
     """Writes until the file system has no room left."""
     filler = disk / "filler"
-    with open(filler, "ab") as out:  # made empty before the job started: opening needs no room now
+    # Made empty before the job started: opening needs no room now. Unbuffered: a buffered file still
+    # holding bytes the full disk refused raises again when it closes, outside the suppress below.
+    with open(filler, "ab", buffering=0) as out:
         with contextlib.suppress(OSError):
             while True:
                 out.write(b"\0" * 2**16)
