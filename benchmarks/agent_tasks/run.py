@@ -84,13 +84,19 @@ async def run_config(runtime: AgentRuntime, world: World, tasks: list[dict], age
                      concurrency: int) -> tuple[list[dict], float]:
     """Every task once with one agent and chat model: the score rows and the seconds it all took."""
     gate = asyncio.Semaphore(concurrency)
+    done = 0
 
     async def one(task: dict) -> dict:
+        nonlocal done
         async with gate:
+            began = time.perf_counter()
             request = world.fill(task["request"])
             run = await runtime.start(f"agentd-{agent}", [{"role": "user", "content": request}], llm=llm)
             steps = [step async for step in run]
             result = score(task, steps, world.tools, world.placeholders)
+            done += 1  # a full run takes half an hour: say how far it is (the tables come at the end)
+            print(f"  {agent} {done}/{len(tasks)} {task['id']} {'solved' if result['solved'] else 'failed'} "
+                  f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
             return {**result, "id": task["id"], "category": task["category"], "request": request,
                     "steps": [step.to_dict() for step in steps if not isinstance(step, AnswerDelta)]}
 
