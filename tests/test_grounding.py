@@ -277,9 +277,8 @@ def said(*texts: str) -> RunWords:
 
 def _parameters(name: str) -> dict:
     from tools.builtin.jobs import JobTools
-    from tools.schema import json_schema_of, read_signature
 
-    return json_schema_of(read_signature(getattr(JobTools, name), name).arguments)
+    return _tool_parameters(JobTools, name)
 
 
 @pytest.mark.parametrize(("request_text", "methods"), [
