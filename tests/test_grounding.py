@@ -11,7 +11,7 @@ import pytest
 from agentd.agents.grounding import (RunIds, RunNumbers, RunWords, not_starting_with, unfillable,
                                      with_grounded_choices, with_grounded_ids, with_grounded_numbers)
 from agentd.llm.chat_model import step_schema
-from tools import ToolRegistry, id_of, said_as, tool
+from tools import ToolRegistry, id_of, path_or_id, said_as, tool
 from tools.schema import ID_KINDS
 
 PARAMETERS = {
@@ -437,3 +437,34 @@ def test_an_optional_task_list_nobody_named_cannot_be_written():
     asked = _grounded(workflow, "Teach the base model tickets.jsonl, compare it with the original on piqa.")
     assert asked["properties"]["tasks"]["anyOf"][0]["items"]["enum"] == ["piqa", "tickets.jsonl"]
     assert asked["properties"]["training_file"]["enum"] == ["tickets.jsonl"]
+
+
+@tool
+def train_on(data: Annotated[str, path_or_id("file")]) -> str:
+    """Train on a data file.
+
+    Args:
+        data: the data file: an upload id (file-...) or a path.
+    """
+    return "trained"
+
+
+async def test_a_react_run_cannot_call_a_file_tool_before_it_has_read_a_file(tmp_path):
+    from tests.fixtures.scripted_model import ScriptedChatModel, answer
+    from tests.test_agents import open_runtime, run
+
+    registry = ToolRegistry([train_on])
+    runtime = await open_runtime(registry, tmp_path)
+    offered: list[dict | None] = []
+
+    def look(messages, tools):
+        offered.append(next((t["function"]["parameters"] for t in tools if t["function"]["name"] == "train_on"), None))
+        return answer("ok")
+
+    unread, read = ScriptedChatModel(acts=[look]), ScriptedChatModel(acts=[look])
+    await run(runtime, "agentd-react", "Train on my support tickets.", unread)
+    await run(runtime, "agentd-react", "Train on data/tickets.jsonl.", read)
+    assert "train_on" not in unread.callable[0] and read.callable[0] is None
+    assert offered[1]["properties"]["data"]["enum"] == ["data/tickets.jsonl"]
+    await runtime.close()
+    registry.close()
