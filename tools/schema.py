@@ -50,8 +50,10 @@ def path_or_id(*kinds: str) -> FieldInfo:
     return Field(json_schema_extra={PATH_OR_ID: list(kinds)})
 
 
-# The JSON-schema key of a string that is one of a known set of names (a benchmark task), or else a path.
+# The JSON-schema key of a string that is one of a known set of names (a benchmark task)…
 NAMES = "x-agentd-names"
+# …or else a path (a user's own task file): true when it may be one.
+OR_PATH = "x-agentd-or-path"
 
 
 def one_of_names(names: list[str], *, said: dict[str, list[str]] | None = None, or_path: bool = False) -> FieldInfo:
@@ -63,7 +65,7 @@ def one_of_names(names: list[str], *, said: dict[str, list[str]] | None = None, 
     if said:
         extra[SAID_AS] = said
     if or_path:
-        extra[PATH_OR_ID] = []
+        extra[OR_PATH] = True
     return Field(json_schema_extra=extra)
 
 

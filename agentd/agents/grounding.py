@@ -24,7 +24,7 @@ from fractions import Fraction
 from typing import Any
 
 from agentd.agents.files import RunFiles, with_file_choices
-from tools.schema import ID_KINDS, NAMES, PATH_OR_ID, SAID_AS
+from tools.schema import ID_KINDS, NAMES, OR_PATH, PATH_OR_ID, SAID_AS
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
 # "3-shot" is a 3, and so is "3:" or "3." ending a phrase.
@@ -178,7 +178,7 @@ def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
     names = [n for n in schema[NAMES] if words.said(n, *said_as.get(n, ()))]
     if not (names or required):
         return None
-    return {**schema, "enum": (names or schema[NAMES]) + (ids.paths() if PATH_OR_ID in schema else [])}
+    return {**schema, "enum": (names or schema[NAMES]) + (ids.paths() if schema.get(OR_PATH) else [])}
 
 
 def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -278,7 +278,7 @@ def id_unread(schema: Any) -> bool:
     """Whether a (grounded) argument schema can only be an id and the run has read none of its kind: a
     job id, or a picture (agents.files makes one an `enum` of the pictures the run knows; the data: URL
     a tool would also take is not something a model writes)."""
-    return (isinstance(schema, dict) and "enum" not in schema and NAMES not in schema
+    return (isinstance(schema, dict) and "enum" not in schema
             and (ID_KINDS in schema or PATH_OR_ID in schema or schema.get("x-agentd-type") == "image"))
 
 
@@ -303,7 +303,7 @@ def _id_choices(schema: Any, ids: RunIds) -> Any:
     if ID_KINDS in schema:
         seen = ids.with_prefix(*schema[ID_KINDS])
         return {**schema, "enum": seen} if seen else schema
-    if PATH_OR_ID in schema and NAMES not in schema:
+    if PATH_OR_ID in schema:
         seen = ids.with_prefix(*schema[PATH_OR_ID]) + ids.paths()
         return {**schema, "enum": seen} if seen else schema
     named = _ID_FORMAT.search(schema.get("description", ""))
