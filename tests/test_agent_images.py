@@ -36,18 +36,6 @@ BASE = "http://agentd.test/v1"
 IMAGE_TOOLS = Path(__file__).parent / "fixtures" / "image_tools.py"
 
 
-class SchemaRecordingModel(ScriptedChatModel):
-    """Keeps the schema each structured request was held to."""
-
-    def __init__(self, **script):
-        super().__init__(**script)
-        self.schemas = []
-
-    async def structured(self, messages, schema, *, max_tokens=512):
-        self.schemas.append(schema)
-        return await super().structured(messages, schema, max_tokens=max_tokens)
-
-
 @pytest.fixture()
 def tools(tmp_path) -> ToolRegistry:
     registry = ToolRegistry([paint, invert_image, image_size, calculator], file_store=FileStore(tmp_path / "files"))
@@ -179,7 +167,7 @@ async def test_rewoo_passes_the_file_a_step_made_to_a_later_step(tools, tmp_path
     plan = {"steps": [
         {"thought": "paint", "tool": "paint", "arguments": {"width": 4, "height": 4, "color": "white"}},
         {"thought": "invert", "tool": "invert_image", "arguments": {"image": "#E1"}}]}
-    llm = SchemaRecordingModel(structured=[plan], chats=["Inverted."])
+    llm = ScriptedChatModel(structured=[plan], chats=["Inverted."])
     photo = picture_in_store(tools)
     messages = [{"role": "user", "content": f"paint white and invert [image {photo}]"}]
     runtime, outcome, steps = await start(tools, tmp_path, "agentd-rewoo", messages, llm,
@@ -188,9 +176,8 @@ async def test_rewoo_passes_the_file_a_step_made_to_a_later_step(tools, tmp_path
     assert not inverted.is_error and pixel(tools, inverted.artifacts[0]["file_id"]) == (0, 0, 0)
     assert f"![inverted.png]({inverted.artifacts[0]['url']})" in outcome.answer
     # The plan's first step is forced to paint; an image argument is a known id or a reference.
-    steps_schema = llm.schemas[0]["properties"]["steps"]
-    assert [v["properties"]["tool"]["const"] for v in steps_schema["prefixItems"]] == ["paint"]
-    variant = next(v for v in steps_schema["items"]["anyOf"] if v["properties"]["tool"]["const"] == "invert_image")
+    assert llm.schemas[0]["properties"]["steps"]["prefixItems"] == [{"$ref": "#/$defs/step_paint"}]
+    variant = llm.schemas[0]["$defs"]["step_invert_image"]
     choices = variant["properties"]["arguments"]["properties"]["image"]["anyOf"]
     assert choices[0]["enum"] == [photo] and choices[1]["pattern"] == r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"
     await runtime.close()

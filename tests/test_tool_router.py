@@ -144,3 +144,30 @@ async def test_a_router_that_cannot_run_narrows_nothing_and_the_run_goes_on(tool
     _, outcome = await run(runtime, "agentd-react", "Turn it a quarter.", llm)
     assert outcome.answer == "done" and outcome.status == "completed"
     assert llm.callable == [None, None]
+
+
+async def test_rewoo_plans_its_first_step_among_the_routed_tools(tools, tmp_path):
+    import jsonschema
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    runtime = await open_runtime(tools, tmp_path)
+    plan = {"steps": [{"thought": "turn", "tool": "rotate", "arguments": {"degrees": 180}},
+                      {"thought": "add", "tool": "calculator", "arguments": {"expression": "1+1"}}]}
+    llm = ScriptedChatModel(structured=[plan], chats=["done"])
+    llm.router = OnlyRotate()
+    _, outcome = await run(runtime, "agentd-rewoo", "Turn it upside down, then add 1 and 1.", llm)
+    assert outcome.answer == "done"
+    schema = llm.schemas[0]
+    jsonschema.validate(plan, schema)
+    # The grammar the engine enforces (the same compiler): rotate or nothing first, then anything.
+    grammar = xgrammar.Grammar.from_json_schema(json.dumps(schema))
+    assert accepts(grammar, json.dumps(plan)) and accepts(grammar, '{"steps": []}')
+    assert not accepts(grammar, json.dumps({"steps": plan["steps"][::-1]}))
+    assert not accepts(grammar, json.dumps({"steps": plan["steps"][1:]}))
+
+    free = ScriptedChatModel(structured=[{"steps": []}], chats=["hi"])
+    free.router = Broken()
+    _, outcome = await run(runtime, "agentd-rewoo", "Turn it.", free)
+    assert outcome.status == "completed" and "prefixItems" not in free.schemas[0]["properties"]["steps"]
+    await runtime.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections.abc import Collection
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -47,26 +48,45 @@ def rewoo_input(messages: list[dict[str, Any]], resuming_thread: bool) -> dict[s
 
 
 def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None = None,
-                may_be_empty: bool = True) -> dict[str, Any]:
-    """The plan's JSON schema; `first` names the tool the first step must call (a named tool_choice);
-    an empty plan is the answer to a request no tool helps with, unless a call is required."""
-    variants = []
+                may_be_empty: bool = True, first_only: Collection[str] | None = None) -> dict[str, Any]:
+    """The plan's JSON schema; `first` names the tool the first step must call (a named tool_choice),
+    `first_only` the tools it may call (the router's choice, less those it cannot call yet); an empty
+    plan is the answer to a request no tool helps with, unless a call is required."""
+    variants = {}
     for definition in tools:
         parameters = bounded_strings(definition["function"]["parameters"])
         # Any argument may instead be a reference to an earlier result; an id the run has not read
         # can only be one (a job started by an earlier step).
         referable = {name: REFERENCE_STRING if id_unread(prop) else {"anyOf": [prop, REFERENCE_STRING]}
                      for name, prop in parameters.get("properties", {}).items()}
-        variants.append({"type": "object", "properties": {
-            "thought": {"type": "string", "maxLength": 120}, "tool": {"const": definition["function"]["name"]},
+        variants[definition["function"]["name"]] = {"type": "object", "properties": {
+            "thought": {"$ref": "#/$defs/thought"}, "tool": {"const": definition["function"]["name"]},
             "arguments": {**parameters, "properties": referable}},
-            "required": ["thought", "tool", "arguments"], "additionalProperties": False})
-    item = variants[0] if len(variants) == 1 else {"anyOf": variants}
-    steps = {"type": "array", "items": item, "minItems": 0 if may_be_empty and first is None else 1,
-             "maxItems": max_steps}
-    if first is not None:
-        steps["prefixItems"] = [v for v in variants if v["properties"]["tool"]["const"] == first]
-    return {"type": "object", "properties": {"steps": steps}, "required": ["steps"], "additionalProperties": False}
+            "required": ["thought", "tool", "arguments"], "additionalProperties": False}
+    allowed_first = {first} if first is not None else first_only
+    firsts = None if allowed_first is None else [name for name in variants if name in set(allowed_first)]
+    steps: dict[str, Any] = {"type": "array", "minItems": 0 if may_be_empty and first is None else 1,
+                             "maxItems": max_steps}
+    # The thought's bound written once: OpenVINO GenAI's grammar compiler makes a state per character of a
+    # bounded string, and a copy in each tool's step made a plan take 18 s to compile, not 1.5 s.
+    schema = {"type": "object", "properties": {"steps": steps}, "required": ["steps"], "additionalProperties": False,
+              "$defs": {"thought": {"type": "string", "maxLength": 120}}}
+    if firsts == [] and may_be_empty:  # no tool can be called first: the plan can only be empty
+        steps["maxItems"] = 0
+    if not firsts or set(firsts) >= set(variants):
+        steps["items"] = _one_of(list(variants.values()))
+        return schema
+    # Each tool's step is written once and referred to from both places: the first step's choice
+    # written out again beside the others' made OpenVINO GenAI's grammar compiler stall for over
+    # 30 minutes; shared, it compiles as fast as the plan without it.
+    schema["$defs"] |= {f"step_{name}": variant for name, variant in variants.items()}
+    steps["prefixItems"] = [_one_of([{"$ref": f"#/$defs/step_{name}"} for name in firsts])]
+    steps["items"] = _one_of([{"$ref": f"#/$defs/step_{name}"} for name in variants])
+    return schema
+
+
+def _one_of(choices: list[dict[str, Any]]) -> dict[str, Any]:
+    return choices[0] if len(choices) == 1 else {"anyOf": choices}
 
 
 def check_plan(steps: list[dict[str, Any]]) -> str | None:
@@ -85,8 +105,12 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     if not tools:  # tool_choice "none": nothing to plan, the solver answers
         return {"plan": [], "attempts": MAX_PLAN_ATTEMPTS, "feedback": ""}
     messages = planner_messages(ctx.llm, tools, state.get("history"), state["question"], state.get("feedback"))
+    # The first step goes where the request points (the router, when the model has one) and cannot
+    # be a tool whose required argument only an earlier step could give.
+    first_only = ctx.callable_now(tools, await ctx.routed(state["question"], tools))
     try:
-        schema = plan_schema(tools, ctx.max_steps, ctx.forced_tool, may_be_empty=ctx.tool_choice != "required")
+        schema = plan_schema(tools, ctx.max_steps, ctx.forced_tool, may_be_empty=ctx.tool_choice != "required",
+                             first_only=first_only)
         steps = (await ctx.llm.structured(messages, schema, max_tokens=600))["steps"]
         problem = check_plan(steps) or _check_first(steps, ctx.forced_tool)
     except StructuredOutputError as error:
