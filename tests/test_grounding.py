@@ -250,6 +250,31 @@ async def test_react_cannot_call_a_tool_needing_an_id_until_the_run_has_read_one
     registry.close()
 
 
+async def test_a_rewoo_plan_cannot_begin_with_a_tool_needing_an_id_no_earlier_step_gives(tmp_path):
+    from tests.fixtures.scripted_model import ScriptedChatModel
+    from tests.test_agents import open_runtime, run
+
+    registry = ToolRegistry([start_job, job_state])
+    runtime = await open_runtime(registry, tmp_path)
+    plan = {"steps": [{"thought": "start", "tool": "start_job", "arguments": {"name": "a"}},
+                      {"thought": "check", "tool": "job_state", "arguments": {"job_id": "#E1"}}]}
+    llm = ScriptedChatModel(structured=[plan], chats=["running"])
+    _, outcome = await run(runtime, "agentd-rewoo", "Start job a and tell me how it is doing.", llm)
+    assert outcome.answer == "running"
+    schema = llm.schemas[0]
+    # job_state may be the second step (given #E1), never the first: it would refer to itself.
+    assert schema["properties"]["steps"]["prefixItems"] == [{"$ref": "#/$defs/step_start_job"}]
+    jsonschema.validate(plan, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"steps": plan["steps"][1:]}, schema)
+    # With the id in the request, job_state may come first.
+    named = ScriptedChatModel(structured=[{"steps": []}], chats=["ok"])
+    await run(runtime, "agentd-rewoo", "How is ftjob-99887766aabbccdd doing?", named)
+    assert "prefixItems" not in named.schemas[0]["properties"]["steps"]
+    await runtime.close()
+    registry.close()
+
+
 def test_a_plan_may_pass_an_unread_id_only_as_an_earlier_step_s_result():
     from agentd.agents.rewoo import plan_schema
 
@@ -408,6 +433,17 @@ def test_a_training_file_is_an_upload_read_or_a_path_said_and_the_tool_waits_for
     assert grounded["properties"]["training_file"]["enum"] == [UPLOAD] and unfillable(grounded) == []
     grounded = _grounded(finetune, f"Train smollm2 on examples/support_tickets.jsonl or {UPLOAD}.")
     assert grounded["properties"]["training_file"]["enum"] == [UPLOAD, "examples/support_tickets.jsonl"]
+
+
+def test_a_document_argument_waits_for_a_file_the_run_has_read():
+    """Asked "are any fine-tunes still running?", a plan added the document "none" to the knowledge
+    base: a File argument takes a stored file's id (or a data: URL), never a path from an agent."""
+    from tools.builtin.knowledge import KnowledgeTools
+
+    ingest = _tool_parameters(KnowledgeTools, "knowledge_ingest")
+    assert unfillable(_grounded(ingest, "Are any fine-tunes still running?")) == ["document"]
+    grounded = _grounded(ingest, f"Add {UPLOAD} to the knowledge base.")
+    assert grounded["properties"]["document"]["enum"] == [UPLOAD] and unfillable(grounded) == []
 
 
 def test_a_task_is_one_the_conversation_named_or_any_built_in_one_when_it_named_none():

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from agentd.agents.files import RunFiles, with_file_choices
+from agentd.agents.files import FILE_TYPES, RunFiles, with_file_choices
 from tools.schema import ID_KINDS, NAMES, OR_PATH, PATH_OR_ID, SAID_AS
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
@@ -276,10 +276,11 @@ def unfillable(parameters: dict[str, Any]) -> list[str]:
 
 def id_unread(schema: Any) -> bool:
     """Whether a (grounded) argument schema can only be an id and the run has read none of its kind: a
-    job id, or a picture (agents.files makes one an `enum` of the pictures the run knows; the data: URL
-    a tool would also take is not something a model writes)."""
+    job id, or a picture or document (agents.files makes one an `enum` of the files the run knows; the
+    data: URL a tool would also take is not something a model writes, and an agent may not pass a path:
+    asked "are any fine-tunes still running?", a plan added the document "none" to the knowledge base)."""
     return (isinstance(schema, dict) and "enum" not in schema
-            and (ID_KINDS in schema or PATH_OR_ID in schema or schema.get("x-agentd-type") == "image"))
+            and (ID_KINDS in schema or PATH_OR_ID in schema or schema.get("x-agentd-type") in FILE_TYPES))
 
 
 def with_grounded_ids(parameters: dict[str, Any], ids: RunIds) -> dict[str, Any]:
