@@ -17,7 +17,8 @@ from agentd.agents.answers import CheckedAnswer
 from agentd.agents.context import AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls, step_writer
 from agentd.agents.grounding import id_unread
 from agentd.agents.steps import Observation, Plan, Retry
-from agentd.llm.chat_model import ChatModel, StructuredOutputError, ToolCall, bounded_strings, prompt
+from agentd.llm.chat_model import THOUGHT, ChatModel, StructuredOutputError, ToolCall, bounded_strings, prompt
+from agentd.llm.tool_calls import one_of
 
 REFERENCE = re.compile(r"#E(\d+)")
 REFERENCE_STRING = {"type": "string", "pattern": r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
@@ -63,30 +64,26 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
             "thought": {"$ref": "#/$defs/thought"}, "tool": {"const": definition["function"]["name"]},
             "arguments": {**parameters, "properties": referable}},
             "required": ["thought", "tool", "arguments"], "additionalProperties": False}
-    allowed_first = {first} if first is not None else first_only
-    firsts = None if allowed_first is None else [name for name in variants if name in set(allowed_first)]
+    allowed_first = {first} if first is not None else None if first_only is None else set(first_only)
+    firsts = None if allowed_first is None else [name for name in variants if name in allowed_first]
     steps: dict[str, Any] = {"type": "array", "minItems": 0 if may_be_empty and first is None else 1,
                              "maxItems": max_steps}
     # The thought's bound written once: OpenVINO GenAI's grammar compiler makes a state per character of a
     # bounded string, and a copy in each tool's step made a plan take 18 s to compile, not 1.5 s.
     schema = {"type": "object", "properties": {"steps": steps}, "required": ["steps"], "additionalProperties": False,
-              "$defs": {"thought": {"type": "string", "maxLength": 120}}}
+              "$defs": {"thought": dict(THOUGHT)}}
     if firsts == [] and may_be_empty:  # no tool can be called first: the plan can only be empty
         steps["maxItems"] = 0
     if not firsts or set(firsts) >= set(variants):
-        steps["items"] = _one_of(list(variants.values()))
+        steps["items"] = one_of(list(variants.values()))
         return schema
     # Each tool's step is written once and referred to from both places: the first step's choice
     # written out again beside the others' made OpenVINO GenAI's grammar compiler stall for over
     # 30 minutes; shared, it compiles as fast as the plan without it.
     schema["$defs"] |= {f"step_{name}": variant for name, variant in variants.items()}
-    steps["prefixItems"] = [_one_of([{"$ref": f"#/$defs/step_{name}"} for name in firsts])]
-    steps["items"] = _one_of([{"$ref": f"#/$defs/step_{name}"} for name in variants])
+    steps["prefixItems"] = [one_of([{"$ref": f"#/$defs/step_{name}"} for name in firsts])]
+    steps["items"] = one_of([{"$ref": f"#/$defs/step_{name}"} for name in variants])
     return schema
-
-
-def _one_of(choices: list[dict[str, Any]]) -> dict[str, Any]:
-    return choices[0] if len(choices) == 1 else {"anyOf": choices}
 
 
 def check_plan(steps: list[dict[str, Any]]) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 
 from agentd.llm.streaming import TextCallback
-from agentd.llm.tool_calls import inline_refs, new_call_id
+from agentd.llm.tool_calls import inline_refs, new_call_id, one_of
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,8 @@ class ChatModel(ABC):
 MAX_STRING = 240
 # …except the final answer, which may quote what the tools returned (a comparison table, say).
 MAX_ANSWER = 1200
+# A step's (or a plan step's) thought is bounded: a small model otherwise keeps "thinking" until max_tokens.
+THOUGHT = {"type": "string", "maxLength": 120}
 
 
 def string_limit(tool_name: str) -> int:
@@ -138,9 +140,8 @@ def step_schema(tools: list[dict[str, Any]], max_calls: int) -> dict[str, Any]:
                                                                                string_limit(t["function"]["name"]))},
                  "required": ["name", "arguments"], "additionalProperties": False} for t in tools]
     return {"type": "object", "properties": {
-        # Bounded: a small model otherwise keeps "thinking" until max_tokens.
-        "thought": {"type": "string", "maxLength": 120},
-        "tool_calls": {"type": "array", "items": variants[0] if len(variants) == 1 else {"anyOf": variants},
+        "thought": dict(THOUGHT),
+        "tool_calls": {"type": "array", "items": one_of(variants),
                        "minItems": 1, "maxItems": max_calls}},
         "required": ["thought", "tool_calls"], "additionalProperties": False}
 

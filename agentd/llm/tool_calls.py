@@ -102,7 +102,12 @@ def _call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
         }
         for t in tools
     ]
-    return variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return one_of(variants)
+
+
+def one_of(choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A schema for a value valid against one of `choices` (the choice itself when there is one)."""
+    return choices[0] if len(choices) == 1 else {"anyOf": choices}
 
 
 def new_call_id() -> str:
