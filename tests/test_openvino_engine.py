@@ -3,6 +3,7 @@ the KV-cache budget and the pipeline's own grammar must not change what a greedy
 
 import asyncio
 import dataclasses
+import json
 import re
 
 import httpx
@@ -11,7 +12,9 @@ import pytest
 from pipelines.embedded import embedded_model_folder
 from pipelines.engine import Constraint, ConstraintError, EngineError, GenerationRequest, SamplingParams
 from pipelines.openvino_engine import OpenVINOEngine
-from pipelines.openvino_grammar import Unsupported, older_ebnf, openvino_grammar, relaxed_bounds
+from pipelines.decoding import grammar_of
+from pipelines.openvino_grammar import (Unsupported, nested_repeats, older_ebnf, openvino_grammar, relaxed_bounds,
+                                        shared_rules)
 from pipelines.registry import ModelRegistry, ModelSpec
 from pipelines.transformers_engine import TransformersEngine
 from tests.conftest import DATA_DIR, MODEL, RunningServer
@@ -240,21 +243,58 @@ def test_unbounded_repetition_is_written_for_the_older_grammar_parser():
     assert older_ebnf('a ::= b{0, -1} c{1, -1} d{3, -1} e{2, 5}') == "a ::= b* c+ d{3,} e{2, 5}"
 
 
-def test_long_string_bounds_are_left_to_max_tokens_only_where_the_constraint_allows_it(openvino):
-    assert relaxed_bounds("a ::= [a-z]{0, 240} b{1, 200} c{0, 120} d{3, 640}") == "a ::= [a-z]* b+ c{0, 120} d{3,}"
-    note = {"type": "object", "properties": {"note": {"type": "string", "maxLength": 400}}, "required": ["note"]}
+def test_long_string_bounds_are_enforced_by_the_pipeline_and_left_to_max_tokens_where_the_constraint_allows_it(openvino):
+    assert relaxed_bounds('a ::= [a-z]{0, 240} b{1, 200} c{0, 120} d{3, 640} "e{0, 999}"') == \
+        'a ::= [a-z]* b+ c{0, 120} d{3,} "e{0, 999}"'  # a literal's text is not a bound
 
-    def served_by_the_pipeline(constraint: Constraint) -> tuple[bool, str]:
+    def note(limit: int, advisory: bool = False) -> tuple[bool, str]:
+        schema = {"type": "object", "properties": {"note": {"type": "string", "maxLength": limit}}, "required": ["note"]}
         steps = openvino.pipeline_steps
-        text, _, _ = asyncio.run(collect(openvino, ask("Write a note about the sea as JSON.", 40, constraint)))
+        text, _, _ = asyncio.run(collect(openvino, ask("Write a long note about the sea as JSON.", 90,
+                                                       Constraint("json_schema", schema, lengths_advisory=advisory))))
+        assert text.startswith('{"note": "')
         return openvino.pipeline_steps > steps, text
 
-    # A user's maxLength is a contract: the transformers engine behind it enforces it exactly.
-    by_pipeline, text = served_by_the_pipeline(Constraint("json_schema", note))
-    assert not by_pipeline and text.startswith('{"note": "')
-    # An agent's bound only guards against rambling: the pipeline serves it, with max_tokens as the bound.
-    by_pipeline, text = served_by_the_pipeline(Constraint("json_schema", note, lengths_advisory=True))
-    assert by_pipeline and text.startswith('{"note": "')
+    # A user's maxLength is a contract: the pipeline enforces it (written nested, it compiles fast) ...
+    by_pipeline, text = note(150)
+    assert by_pipeline and len(json.loads(text)["note"]) == 150
+    # ... as the transformers engine behind it does beyond what the pipeline compiles in reasonable time.
+    by_pipeline, _ = note(5000)
+    assert not by_pipeline
+    # An agent's bound only guards against rambling: the pipeline leaves it to max_tokens.
+    by_pipeline, text = note(150, advisory=True)
+    assert by_pipeline and len(text) > len('{"note": "') + 150
+
+
+@pytest.mark.parametrize(("low", "high"), [(0, 17), (0, 120), (5, 30), (3, 200)])
+def test_a_wide_repetition_is_nested_for_the_older_parser_and_takes_the_same_strings(low, high):
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    nested = nested_repeats(f'root ::= "<" c{{{low}, {high}}} ">"\nc ::= [a-z]\n')
+    assert f"{{{low}, {high}}}" not in nested
+    grammar = xgrammar.Grammar.from_ebnf(nested)
+    assert all(accepts(grammar, "<" + "a" * n + ">") for n in range(low, high + 1))
+    assert not any(accepts(grammar, "<" + "a" * n + ">") for n in (low - 1, high + 1) if n >= 0)
+
+
+def test_rules_with_the_same_body_are_merged_and_the_grammar_takes_the_same_documents():
+    import xgrammar
+    from xgrammar.testing import _is_grammar_accept_string as accepts
+
+    shape = {"type": "object", "properties": {"path": {"type": "string", "maxLength": 300}, "n": {"type": "integer"}},
+             "required": ["path", "n"]}
+    schema = {"type": "object", "properties": {"a": shape, "b": shape, "c": shape}, "required": ["a", "b", "c"]}
+    written = openvino_grammar(Constraint("json_schema", schema))
+    plain = older_ebnf(str(grammar_of(Constraint("json_schema", schema))))
+    assert plain.count('"\\"path\\""') == 3 and written.count('"\\"path\\""') == 1  # one shape, not three
+    grammar = xgrammar.Grammar.from_ebnf(written)
+    document = {"a": {"path": "x" * 300, "n": 1}, "b": {"path": "", "n": -2}, "c": {"path": "y", "n": 3}}
+    assert accepts(grammar, json.dumps(document))
+    assert not accepts(grammar, json.dumps(document | {"b": {"path": "x" * 301, "n": 1}}))
+    assert not accepts(grammar, json.dumps(document | {"c": {"path": "y"}}))
+    # A rule's name inside a literal is text, not a reference; the root keeps its name.
+    assert shared_rules('root ::= a b "b"\na ::= [x]\nb ::= [x]\n') == 'root ::= a a "b"\na ::= [x]\n'
 
 
 def test_a_pattern_becomes_rules_the_pipeline_parses_and_its_output_matches(openvino):
