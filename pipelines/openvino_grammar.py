@@ -28,6 +28,7 @@ from pipelines.decoding import grammar_of
 from pipelines.engine import Constraint
 
 _UNBOUNDED = re.compile(r"\{(\d+), -1\}")
+_BOUNDED = re.compile(r"\{(\d+), (\d+)\}")
 # Up to the agents' thought (120 characters: a small model otherwise thinks until max_tokens).
 _LONGEST_BOUND = 128
 # A user's bound is a contract: enforced on the pipeline up to this (three strings bounded at 2,000
@@ -57,7 +58,7 @@ def openvino_grammar(constraint: Constraint) -> str:
     text = _without_regex_macros(text)
     if constraint.lengths_advisory:
         text = relaxed_bounds(text)
-    elif relaxed_bounds(text, _LONGEST_EXACT) != text:
+    elif any(int(bound[2]) > _LONGEST_EXACT for bound in _BOUNDED.finditer(text)):  # anywhere: erring safe
         raise Unsupported("a string bound longer than the pipeline compiles in reasonable time")
     unknown = {m[0] for m in _MACRO.finditer(text)} - {"TagDispatch("}
     if unknown:
@@ -71,10 +72,10 @@ def older_ebnf(text: str) -> str:
     return _UNBOUNDED.sub(lambda m: {"0": "*", "1": "+"}.get(m[1], f"{{{m[1]},}}"), text)
 
 
-def relaxed_bounds(text: str, longest: int = _LONGEST_BOUND) -> str:
-    """The grammar with its repeats bounded above `longest` left unbounded above."""
+def relaxed_bounds(text: str) -> str:
+    """The grammar with its repeats bounded above _LONGEST_BOUND left unbounded above."""
     def loosen(match: re.Match) -> str:
-        if match[2] is None or int(match[3]) <= longest:
+        if match[2] is None or int(match[3]) <= _LONGEST_BOUND:
             return match[0]
         return match[1] + {0: "*", 1: "+"}.get(int(match[2]), f"{{{match[2]},}}")
 

@@ -265,10 +265,10 @@ def test_normalising_keeps_the_wording_and_drops_the_values():
 
 def test_no_benchmark_request_is_phrased_as_a_generated_training_request():
     from agentd.tool_use import manifest
-    from agentd.tool_use.data import requests
+    from agentd.tool_use.data import trained_requests
 
     shipped = manifest() or {"seed": 0, "episodes": 1200}  # what the shipped adapter was trained on
-    generated = {normalise(text) for text in requests(seed=shipped["seed"], count=max(1200, shipped["episodes"]))}
+    generated = {normalise(text) for text in trained_requests(shipped)}
     assert generated, "the generator made no requests"
     copied = [task["id"] for task in TASKS if normalise(task["request"]) in generated]
     assert not copied, f"benchmark requests also in the adapter's training data: {copied}"

@@ -128,6 +128,8 @@ def test_bad_fine_tuning_requests_get_clear_errors(ft_client):
         (dict(model=MODEL, training_file="file-missing"), "training_file", "no file with id"),
         (dict(model=MODEL, training_file=data.id, hyperparameters={"n_epochz": 2}), "hyperparameters.n_epochz",
          "unknown hyperparameter"),
+        (dict(model=MODEL, training_file=data.id, hyperparameters={"init_adapter": "/etc"}),
+         "hyperparameters.init_adapter", "unknown hyperparameter"),  # a server path is not the client's to name
         (dict(model=MODEL, training_file=data.id, hyperparameters={"method": "magic"}), "hyperparameters.method",
          "method"),
         (dict(model=MODEL, training_file=data.id, hyperparameters={"method": "magic", "learning_rate_multiplier": 2}),

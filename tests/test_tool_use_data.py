@@ -12,7 +12,8 @@ from agentd.agents.context import FINAL_ANSWER
 from agentd.agents.grounding import RunReading
 from agentd.agents.rewoo import plan_schema
 from agentd.llm.chat_model import parse_json, step_schema
-from agentd.tool_use.data import episodes, requests, server_tools, training_rows
+from agentd.tool_use.chain_scenarios import THEN
+from agentd.tool_use.data import SECOND_STAGE_MIX, episodes, requests, server_tools, trained_requests, training_rows
 from agentd.tool_use.media_scenarios import CUSTOM_TOOLS, _definition
 from tools.builtin.calculator import evaluate
 
@@ -27,10 +28,17 @@ def rows(tools):
     return training_rows(300, seed=3, tools=tools)
 
 
-def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, rows):
+@pytest.fixture(scope="module")
+def second_stage_rows(tools):
+    return training_rows(150, seed=4, tools=tools, mix=SECOND_STAGE_MIX)
+
+
+@pytest.mark.parametrize("stage", ["rows", "second_stage_rows"])
+def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, stage, request):
     """Against the schemas the agent's grammar has at that point of the run: pictures, ids, optional
     numbers and named choices grounded in what it read (a bare file id in the data is a picture the person uploaded, or a
     data set)."""
+    rows = request.getfixturevalue(stage)
     everything = tools + [_definition(name) for name in CUSTOM_TOOLS]
 
     @functools.cache
@@ -84,6 +92,27 @@ def test_chained_calls_take_their_arguments_from_earlier_results():
         made = json.loads(episode.calls[0].observation)["fine_tuned_model"]
         assert episode.calls[1].arguments["model"] == made
         assert episode.calls[1].planned["model"] == "#E1.fine_tuned_model"
+
+
+def test_two_requests_said_as_one_make_both_calls_in_the_order_said():
+    composed = [e for e in episodes(400, seed=11, mix=SECOND_STAGE_MIX) if e.kind == "chain/composed"]
+    assert len(composed) > 30
+    tools = set()
+    for episode in composed:
+        first, second = episode.calls
+        assert any(joint in episode.request for joint in THEN)
+        assert " " in episode.answer and first.observation and second.observation
+        tools.add((first.tool, second.tool))
+    assert len(tools) > 20  # any two tools, not a few hand-picked pairs
+    plain = episodes(400, seed=11)
+    assert not any(e.kind == "chain/composed" for e in plain)  # the first stage's mix is as it was
+
+
+def test_the_requests_an_adapter_was_trained_on_cover_both_its_stages():
+    first = {"seed": 2, "episodes": 30}
+    second = {"seed": 3, "episodes": 20, "mix": "second stage", "continued_from": first}
+    assert trained_requests(first) == requests(2, 30)
+    assert trained_requests(second) == requests(2, 30) + requests(3, 20, SECOND_STAGE_MIX)
 
 
 def test_the_follow_up_deploys_the_model_the_comparison_named(rows):
@@ -182,3 +211,6 @@ def test_the_router_is_fitted_on_the_adapter_s_own_data_and_recorded_in_its_mani
     (tmp_path / "manifest.json").write_text(json.dumps({"episodes": 4000, "seed": 0}))
     with pytest.raises(SystemExit, match="same data"):
         build_router(data, tmp_path)
+    # A second stage keeps the router of the first, whose data it was fitted on.
+    (tmp_path / "manifest.json").write_text(json.dumps({"episodes": 20, "seed": 9, "continued_from": {"episodes": 40, "seed": 5}}))
+    assert build_router(data, tmp_path)["router"]["pairs"] > 40

@@ -74,6 +74,28 @@ def test_lora_adapter_merges_into_a_plain_model_with_the_same_outputs(tiny, tick
         assert not torch.allclose(merged(ids).logits, base(ids).logits, atol=1e-4)
 
 
+def test_a_second_stage_trains_the_first_stages_adapter_on(tiny, tickets, tmp_path):
+    import json
+
+    from safetensors.torch import load_file
+
+    stage = train(config(tiny, tickets, tmp_path / "first", lora_r=8), Recorder())
+    first = load_file(stage.final_dir / "adapter_model.safetensors")
+    assert any(name.endswith("lora_B.weight") and tensor.abs().max() > 1e-4 for name, tensor in first.items())
+    # One step at a vanishing learning rate: what comes out is what went in, not a new adapter (whose
+    # B matrices start at zero), and it keeps that adapter's shape whatever the config's own r says.
+    result = train(config(tiny, tickets, tmp_path / "second", lora_r=2, max_steps=1, learning_rate=1e-12,
+                          init_adapter=stage.final_dir), Recorder())
+    second = load_file(result.final_dir / "adapter_model.safetensors")
+    assert second.keys() == first.keys()
+    assert all(torch.allclose(second[name], first[name], atol=1e-6) for name in first)
+    assert json.loads((result.final_dir / "adapter_config.json").read_text())["r"] == 8
+    with pytest.raises(TrainingError, match="not a PEFT adapter folder"):
+        train(config(tiny, tickets, tmp_path / "x", init_adapter=tmp_path))
+    with pytest.raises(ValueError, match="init_adapter continues a LoRA adapter"):
+        config(tiny, tickets, tmp_path, method="full", init_adapter=stage.final_dir)
+
+
 def test_deepspeed_zero2_in_one_process_matches_plain_training(tiny, tickets, tmp_path):
     plain, zero = Recorder(), Recorder()
     settings = dict(max_steps=4, gradient_accumulation_steps=2, checkpoint_every=4)

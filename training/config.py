@@ -29,6 +29,9 @@ class TrainingConfig(BaseModel):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     # None: every attention and MLP projection PEFT knows for the architecture ("all-linear").
     lora_target_modules: list[str] | None = None
+    # Train this LoRA adapter on (its r, alpha and target modules), rather than a new one: a second
+    # stage on more data, or a fine-tune of a fine-tune.
+    init_adapter: Path | None = None
 
     epochs: float = Field(3.0, gt=0)
     max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
@@ -56,6 +59,8 @@ class TrainingConfig(BaseModel):
     def _check(self) -> TrainingConfig:
         if self.method == "full" and self.merge:
             raise ValueError("merge applies to lora/qlora adapters; a full fine-tune already is a whole model")
+        if self.init_adapter is not None and self.method == "full":
+            raise ValueError("init_adapter continues a LoRA adapter: use method lora or qlora")
         return self
 
     @property

@@ -43,6 +43,12 @@ def load_model(config: TrainingConfig) -> nn.Module:
 
     if config.method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if config.init_adapter is not None:
+        from peft import PeftModel
+
+        if not (config.init_adapter / "adapter_config.json").is_file():
+            raise TrainingError(f"{config.init_adapter} is not a PEFT adapter folder (no adapter_config.json)")
+        return PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=config.lora_target_modules or "all-linear", task_type="CAUSAL_LM")
     return get_peft_model(model, lora)

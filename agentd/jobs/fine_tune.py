@@ -25,7 +25,9 @@ from training import Callbacks, DataError, TrainingConfig, load_examples, parse_
 KIND = "fine_tune"
 # OpenAI's hyperparameters, then agentd's own (any TrainingConfig field, `method` lora/qlora/full).
 _OPENAI_KEYS = {"n_epochs": "epochs", "batch_size": "batch_size"}
-_OWN_KEYS = set(TrainingConfig.model_fields) - {"base_model", "train_files", "validation_files", "output_dir", "seed"}
+# Paths on the server are not a client's to name (init_adapter: the adapter build's second stage).
+_OWN_KEYS = set(TrainingConfig.model_fields) - {"base_model", "train_files", "validation_files", "output_dir", "seed",
+                                                "init_adapter"}
 BASE_LEARNING_RATE = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 
 

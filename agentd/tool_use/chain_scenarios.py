@@ -127,3 +127,40 @@ def _calculate_then_python(rng: random.Random) -> Episode:
              Call("python", {"code": code}, obs([f"stdout:\n{digits[::-1]}"]), f"Reverse {_fmt(product)} in Python.")]
     return Episode("chain/calculate_python", text, calls, f"{a} * {b} = {product}; reversed: {digits[::-1]}.",
                    plannable=False)
+
+
+def composed(rng: random.Random) -> Episode:
+    """Two requests said as one ("…, then …"), each part needing its own call, in the order given.
+
+    The hand-written chains above cover seven pairs of tools; a user chains any two. Joining two
+    single-call episodes of any kinds teaches the general rule the chains only show by example: after
+    the first result, what the request still asks for is still to do, whichever tools the parts need."""
+    first = _single_call(rng)
+    second = _single_call(rng)
+    joined = first.request.rstrip(" .?!") + rng.choice(THEN) + _continued(second.request)
+    return Episode("chain/composed", joined, first.calls + second.calls, f"{first.answer} {second.answer}",
+                   plannable=first.plannable and second.plannable)
+
+
+def _single_call(rng: random.Random) -> Episode:
+    from agentd.tool_use import media_scenarios as media
+    from agentd.tool_use import model_scenarios as models
+    from agentd.tool_use import option_scenarios as options
+    from agentd.tool_use import scenarios as basic
+
+    makers = [basic.arithmetic, basic.python_task, basic.python_instruction, basic.knowledge, models.finetune,
+              options.finetune_options, models.evaluate, options.evaluate_options, models.compare, models.deploy,
+              options.deploy_options, models.undeploy, models.list_deployments, options.listings,
+              models.job_status_episode, models.list_jobs_episode, models.leaderboard, models.workflow, media.vision,
+              media.text_to_image]
+    while True:
+        episode = rng.choice(makers)(rng)
+        if len(episode.calls) == 1 and episode.before is None and not episode.extra_tools and not episode.calls[0].wrong:
+            return episode
+
+
+def _continued(request: str) -> str:
+    """A request as the second half of a sentence: its first word lower-cased unless it is a name."""
+    word, _, rest = request.partition(" ")
+    plain = word[:1].isupper() and word[1:] == word[1:].lower() and word != "I"
+    return (word.lower() if plain else word) + (" " + rest if rest else "")

@@ -40,6 +40,10 @@ MIX: list[tuple[Callable[[random.Random], Episode], int]] = [
     (media.vision, 16), (media.faces_then_crop, 2), (media.text_to_image, 5), (media.draw_then_rotate, 2),
     (media.no_tool, 8), (media.custom_tool, 3),
 ]
+# A second stage trained on from the first's adapter (build --continue-from): the same mix, and any two
+# single-call requests said as one (chains.composed), which the first stage's adapter most often stopped
+# halfway through.
+SECOND_STAGE_MIX = MIX + [(chains.composed, 40)]
 FINAL_THOUGHTS = ["The result answers the question.", "The tool gave the answer.", "Answer from the result.",
                   "That is what the user asked for."]
 
@@ -64,19 +68,27 @@ def server_tools() -> list[dict[str, Any]]:
         registry.close()
 
 
-def episodes(count: int, seed: int) -> list[Episode]:
+def episodes(count: int, seed: int, mix: list[tuple[Callable[[random.Random], Episode], int]] = MIX) -> list[Episode]:
     rng = random.Random(seed)
-    makers, weights = zip(*MIX, strict=True)
+    makers, weights = zip(*mix, strict=True)
     return [rng.choices(makers, weights)[0](rng) for _ in range(count)]
 
 
-def requests(seed: int = 0, count: int = 1200) -> list[str]:
-    """Every user request the generator writes (follow-ups' first turns included): what the
-    benchmark's held-out check compares against."""
+def requests(seed: int = 0, count: int = 1200,
+             mix: list[tuple[Callable[[random.Random], Episode], int]] = MIX) -> list[str]:
+    """Every user request the generator writes (follow-ups' first turns included)."""
     found = []
-    for episode in episodes(count, seed):
+    for episode in episodes(count, seed, mix):
         found += [episode.request] + ([episode.before.request] if episode.before else [])
     return found
+
+
+def trained_requests(manifest: dict[str, Any]) -> list[str]:
+    """Every request the adapter a manifest describes was trained on, stage by stage: what the
+    benchmark's held-out check compares against."""
+    stages = [manifest["continued_from"], manifest] if "continued_from" in manifest else [manifest]
+    return [request for stage in stages for request in requests(
+        stage["seed"], stage["episodes"], SECOND_STAGE_MIX if stage.get("mix") == "second stage" else MIX)]
 
 
 def _ordered(arguments: dict[str, Any], definition: dict[str, Any] | None) -> dict[str, Any]:
@@ -163,12 +175,13 @@ class Renderer:
 
 
 def training_rows(count: int, seed: int, tools: list[dict[str, Any]] | None = None,
-                  planner_share: float = 0.35, solver_share: float = 0.15) -> list[dict[str, Any]]:
+                  planner_share: float = 0.35, solver_share: float = 0.15,
+                  mix: list[tuple[Callable[[random.Random], Episode], int]] = MIX) -> list[dict[str, Any]]:
     """`count` episodes as ReAct rows, and a share of the plannable ones as ReWOO planner and solver rows."""
     rng = random.Random(seed + 1)
     renderer = Renderer(tools if tools is not None else server_tools(), rng)
     rows = []
-    for episode in episodes(count, seed):
+    for episode in episodes(count, seed, mix):
         rows.append({"messages": renderer.react(episode), "kind": f"react/{episode.kind}"})
         if episode.plannable or not episode.calls:  # no call: the plan is empty, the solver answers
             if rng.random() < planner_share:
