@@ -88,9 +88,9 @@ def nested_repeats(text: str) -> str:
     about 2√n parser states in the older compiler instead of n."""
     def nest(match: re.Match) -> str:
         element, low, high = match[1], match[2], match[3]
-        if low is None or int(high) - int(low) <= _NESTED_ABOVE:
+        span = int(high) - int(low) if low is not None else 0
+        if span <= _NESTED_ABOVE:
             return match[0]
-        span = int(high) - int(low)
         k = math.isqrt(span)
         blocks, rest = divmod(span, k)
         shorter = f"({element}{{{k}}}){{0,{blocks - 1}}} {element}{{0,{k - 1}}}"

@@ -48,15 +48,14 @@ class _Print(Callbacks):
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in report.items()), flush=True)
 
 
-def make_rows(episodes: int, seed: int, second_stage: bool = False) -> dict:
+def make_rows(episodes: int, seed: int, mix: str = "first stage") -> dict:
     """The training data: rows in the agents' step format, the tools they call, how they were drawn
-    (the second stage's mix adds requests that join two; see data.SECOND_STAGE_MIX)."""
-    from agentd.tool_use.data import MIX, SECOND_STAGE_MIX, server_tools, training_rows
+    (`mix` names one of data.MIXES: the second stage's adds requests that join two)."""
+    from agentd.tool_use.data import MIXES, server_tools, training_rows
 
     tools = server_tools()
-    rows = training_rows(episodes, seed, tools, mix=SECOND_STAGE_MIX if second_stage else MIX)
     return {"episodes": episodes, "seed": seed, "tools": sorted(t["function"]["name"] for t in tools),
-            "mix": "second stage" if second_stage else "first stage", "rows": rows}
+            "mix": mix, "rows": training_rows(episodes, seed, tools, mix=MIXES[mix])}
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:
@@ -188,7 +187,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ADAPTER_DIR)
     parser.add_argument("--data-dir", type=Path, default=Path(".agentd"), help="where the embedded model is cached")
     args = parser.parse_args()
-    data = read_data(args.rows) if args.rows else make_rows(args.episodes, args.seed, args.continue_from is not None)
+    mix = "second stage" if args.continue_from else "first stage"
+    data = read_data(args.rows) if args.rows else make_rows(args.episodes, args.seed, mix)
     if args.write_rows:
         write_data(data, args.write_rows)
         return

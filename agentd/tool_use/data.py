@@ -28,7 +28,8 @@ from agentd.tool_use.scenarios import Episode
 # How often each kind of episode is drawn: single calls (and the same tools with their optional
 # arguments said in words), chains whose later arguments come from earlier results, a failed call
 # mended, the workflow and its follow-up, pictures, no tool at all, unseen tools.
-MIX: list[tuple[Callable[[random.Random], Episode], int]] = [
+Mix = list[tuple[Callable[[random.Random], Episode], int]]  # episode makers and how often each is drawn
+MIX: Mix = [
     (basic.arithmetic, 10), (basic.two_calculations, 3), (basic.python_task, 5), (basic.python_instruction, 7),
     (basic.knowledge, 6),
     (basic.knowledge_then_calculate, 3), (basic.ingest, 2), (basic.documents, 1),
@@ -44,6 +45,7 @@ MIX: list[tuple[Callable[[random.Random], Episode], int]] = [
 # single-call requests said as one (chains.composed), which the first stage's adapter most often stopped
 # halfway through.
 SECOND_STAGE_MIX = MIX + [(chains.composed, 40)]
+MIXES = {"first stage": MIX, "second stage": SECOND_STAGE_MIX}  # as manifests name them
 FINAL_THOUGHTS = ["The result answers the question.", "The tool gave the answer.", "Answer from the result.",
                   "That is what the user asked for."]
 
@@ -68,14 +70,13 @@ def server_tools() -> list[dict[str, Any]]:
         registry.close()
 
 
-def episodes(count: int, seed: int, mix: list[tuple[Callable[[random.Random], Episode], int]] = MIX) -> list[Episode]:
+def episodes(count: int, seed: int, mix: Mix = MIX) -> list[Episode]:
     rng = random.Random(seed)
     makers, weights = zip(*mix, strict=True)
     return [rng.choices(makers, weights)[0](rng) for _ in range(count)]
 
 
-def requests(seed: int = 0, count: int = 1200,
-             mix: list[tuple[Callable[[random.Random], Episode], int]] = MIX) -> list[str]:
+def requests(seed: int = 0, count: int = 1200, mix: Mix = MIX) -> list[str]:
     """Every user request the generator writes (follow-ups' first turns included)."""
     found = []
     for episode in episodes(count, seed, mix):
@@ -87,8 +88,8 @@ def trained_requests(manifest: dict[str, Any]) -> list[str]:
     """Every request the adapter a manifest describes was trained on, stage by stage: what the
     benchmark's held-out check compares against."""
     stages = [manifest["continued_from"], manifest] if "continued_from" in manifest else [manifest]
-    return [request for stage in stages for request in requests(
-        stage["seed"], stage["episodes"], SECOND_STAGE_MIX if stage.get("mix") == "second stage" else MIX)]
+    return [request for stage in stages
+            for request in requests(stage["seed"], stage["episodes"], MIXES[stage.get("mix", "first stage")])]
 
 
 def _ordered(arguments: dict[str, Any], definition: dict[str, Any] | None) -> dict[str, Any]:
@@ -176,7 +177,7 @@ class Renderer:
 
 def training_rows(count: int, seed: int, tools: list[dict[str, Any]] | None = None,
                   planner_share: float = 0.35, solver_share: float = 0.15,
-                  mix: list[tuple[Callable[[random.Random], Episode], int]] = MIX) -> list[dict[str, Any]]:
+                  mix: Mix = MIX) -> list[dict[str, Any]]:
     """`count` episodes as ReAct rows, and a share of the plannable ones as ReWOO planner and solver rows."""
     rng = random.Random(seed + 1)
     renderer = Renderer(tools if tools is not None else server_tools(), rng)
