@@ -21,14 +21,14 @@ from agentd.agents.files import RunFiles, link_artifacts, with_file_choices
 from agentd.agents.rewoo import plan_schema
 from agentd.agents.runs import RunStore
 from agentd.agents.runtime import AgentLimits, AgentRuntime
-from agentd.agents.steps import FinalAnswer, Observation
+from agentd.agents.steps import FinalAnswer, Observation, Retry, ToolCallStep
 from agentd.config import Settings
 from agentd.llm.chat_model import step_schema
 from agentd.server.app import create_app
 from tests.conftest import RunningServer
 from tests.fixtures.image_tools import image_size, invert_image, paint
 from tests.fixtures.scripted_model import ScriptedChatModel, answer, calls
-from tools import FileStore, Image, ToolRegistry
+from tools import FileStore, FunctionTool, Image, ToolRegistry
 from tools.builtin.calculator import calculator
 from tools.builtin.vision import detect_edges, draw_boxes
 
@@ -179,8 +179,63 @@ async def test_rewoo_passes_the_file_a_step_made_to_a_later_step(tools, tmp_path
     assert llm.schemas[0]["properties"]["steps"]["prefixItems"] == [{"$ref": "#/$defs/step_paint"}]
     variant = llm.schemas[0]["$defs"]["step_invert_image"]
     choices = variant["properties"]["arguments"]["properties"]["image"]["anyOf"]
-    assert choices[0]["enum"] == [photo] and choices[1]["pattern"] == r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"
+    assert choices[0]["enum"] == [photo] and choices[1]["pattern"] == r"^#E[0-9]+$"  # a whole step: its file
     await runtime.close()
+
+
+async def test_rewoo_passes_on_the_picture_a_step_that_made_none_looked_at(tools, tmp_path):
+    """A second-stage adapter planned "measure it, then resize it" as image_stats, then resize_image of
+    `#E1`: the measurement given as the picture. `it` is the picture measured; a sum is no picture at all."""
+    photo = picture_in_store(tools)
+    measured_then_inverted = {"steps": [
+        {"thought": "measure", "tool": "image_size", "arguments": {"image": photo}},
+        {"thought": "invert", "tool": "invert_image", "arguments": {"image": "#E1"}}]}
+    summed_as_picture = {"steps": [
+        {"thought": "add", "tool": "calculator", "arguments": {"expression": "2 + 2"}},
+        {"thought": "invert", "tool": "invert_image", "arguments": {"image": "#E1"}}]}
+    llm = ScriptedChatModel(structured=[measured_then_inverted, summed_as_picture, measured_then_inverted],
+                            chats=["Inverted.", "Inverted."])
+    messages = [{"role": "user", "content": f"measure it and invert it [image {photo}]"}]
+    runtime, outcome, steps = await start(tools, tmp_path, "agentd-rewoo", messages, llm)
+    calls = [s for s in steps if isinstance(s, ToolCallStep)]
+    assert calls[1].call.arguments == {"image": photo} and not any(isinstance(s, Retry) for s in steps)
+    inverted = [s for s in steps if isinstance(s, Observation)][1]
+    assert inverted.name == "invert_image" and not inverted.is_error
+    assert pixel(tools, inverted.artifacts[0]["file_id"]) == (255, 127, 255)  # the green photo, inverted
+    await runtime.close()
+
+    runtime, outcome, steps = await start(tools, tmp_path / "again", "agentd-rewoo", messages, llm)
+    retry = next(s for s in steps if isinstance(s, Retry))
+    assert "passes #E1 as its image, but calculator makes no file" in retry.reason
+    replanned = [messages for kind, messages in llm.seen if kind == "structured"][-1]
+    assert "calculator makes no file" in replanned[-1]["content"]  # the planner is told why
+    await runtime.close()
+
+
+def test_a_plan_refers_to_earlier_results_only_where_their_kind_fits(tools):
+    """A picture takes a whole step (the file it made); a yes-or-no or a named choice only itself."""
+    import jsonschema
+
+    def flag(keep: bool = True) -> str:
+        """A tool with a flag.
+
+        Args:
+            keep: whether to keep it.
+        """
+        return str(keep)
+
+    tools.add(FunctionTool(flag))
+    schema = plan_schema(tools.definitions(), 3)
+
+    def plan(tool: str, arguments: dict) -> dict:
+        return {"steps": [{"thought": "t", "tool": "paint", "arguments": {"width": 2, "height": 2}},
+                          {"thought": "t", "tool": tool, "arguments": arguments}]}
+
+    for allowed in (plan("invert_image", {"image": "#E1"}), plan("paint", {"width": "#E1.width", "height": 2})):
+        jsonschema.validate(allowed, schema)
+    for refused in (plan("invert_image", {"image": "#E1.width"}), plan("flag", {"keep": "#E1"})):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(refused, schema)
 
 
 def test_file_arguments_are_narrowed_to_known_ids_newest_first(tools):

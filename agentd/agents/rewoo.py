@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
@@ -19,9 +19,12 @@ from agentd.agents.grounding import id_unread
 from agentd.agents.steps import Observation, Plan, Retry
 from agentd.llm.chat_model import THOUGHT, ChatModel, StructuredOutputError, ToolCall, bounded_strings, prompt
 from agentd.llm.tool_calls import one_of
+from tools.schema import SAID_AS
 
 REFERENCE = re.compile(r"#E(\d+)")
 REFERENCE_STRING = {"type": "string", "pattern": r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
+# A picture or file argument refers to a whole step: the file that step made, not a field of a result.
+STEP_REFERENCE = {"type": "string", "pattern": r"^#E[0-9]+$"}
 # A reference to one field of an earlier result: `#E1.fine_tuned_model` (the model a fine-tune made).
 FIELD_REFERENCE = re.compile(r"#E(\d+)(?:\.([A-Za-z_]\w*))?")
 MAX_PLAN_ATTEMPTS = 3
@@ -56,10 +59,7 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
     variants = {}
     for definition in tools:
         parameters = bounded_strings(definition["function"]["parameters"])
-        # Any argument may instead be a reference to an earlier result; an id the run has not read
-        # can only be one (a job started by an earlier step).
-        referable = {name: REFERENCE_STRING if id_unread(prop) else {"anyOf": [prop, REFERENCE_STRING]}
-                     for name, prop in parameters.get("properties", {}).items()}
+        referable = {name: _referable(prop) for name, prop in parameters.get("properties", {}).items()}
         variants[definition["function"]["name"]] = {"type": "object", "properties": {
             "thought": {"$ref": "#/$defs/thought"}, "tool": {"const": definition["function"]["name"]},
             "arguments": {**parameters, "properties": referable}},
@@ -86,6 +86,30 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
     return schema
 
 
+def _referable(prop: dict[str, Any]) -> dict[str, Any]:
+    """What a plan may write for an argument: its value or a reference to an earlier result, of a kind
+    that result can be. An id the run has not read can only be a reference (a job an earlier step
+    started); a picture or file, a whole step's (the file it made); a yes-or-no or a choice among named
+    values, only itself: given any, a second-stage adapter passed `"keep_aspect": "#E1.size"`."""
+    file = '"x-agentd-type"' in json.dumps(prop)
+    if id_unread(prop):
+        return STEP_REFERENCE if file else REFERENCE_STRING
+    if file:
+        return {"anyOf": [prop, STEP_REFERENCE]}
+    if _named_value(prop):
+        return prop
+    return {"anyOf": [prop, REFERENCE_STRING]}
+
+
+def _named_value(prop: dict[str, Any]) -> bool:
+    branches = [branch for branch in prop.get("anyOf", [prop]) if branch.get("type") != "null"]
+    marked = any(key.startswith("x-agentd-") and key != SAID_AS for key in prop)
+    return bool(branches) and not marked and all(
+        branch.get("type") == "boolean"
+        or (branch.get("type") in ("string", None) and ("enum" in branch or "const" in branch))
+        for branch in branches)
+
+
 def check_plan(steps: list[dict[str, Any]]) -> str | None:
     """The reason a plan cannot run, or None: each reference must name an earlier step."""
     for index, step in enumerate(steps, 1):
@@ -93,6 +117,28 @@ def check_plan(steps: list[dict[str, Any]]) -> str | None:
             if not 1 <= int(number) < index:
                 return f"step #E{index} uses #E{number}, which is not an earlier step"
     return None
+
+
+def files_passed_on(steps: list[dict[str, Any]], file_arguments: Mapping[str, Collection[str]],
+                    file_makers: Collection[str]) -> tuple[list[dict[str, Any]], str | None]:
+    """The plan with each picture or file argument (`file_arguments`: their names per tool) that names a
+    step whose tool makes none (not in `file_makers`) given the file that step read: in "look at how tall
+    it is, then resize it", `it` is the picture measured, not the measurement. When that step read no
+    file either (a sum passed as a picture), the reason the plan cannot run."""
+    passed = [dict(step, arguments=dict(step["arguments"])) for step in steps]
+    for index, step in enumerate(passed, 1):
+        for name in file_arguments.get(step["tool"], ()):
+            whole = FIELD_REFERENCE.fullmatch(str(step["arguments"].get(name, "")))
+            if whole is None or passed[int(whole[1]) - 1]["tool"] in file_makers:
+                continue
+            earlier = passed[int(whole[1]) - 1]
+            read = [earlier["arguments"][key] for key in file_arguments.get(earlier["tool"], ())
+                    if isinstance(earlier["arguments"].get(key), str)]
+            if not read:
+                return steps, (f"step #E{index} passes #E{whole[1]} as its {name}, but {earlier['tool']} "
+                               f"makes no file: pass the id of a file the conversation has")
+            step["arguments"][name] = read[0]
+    return passed, None
 
 
 async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
@@ -110,6 +156,9 @@ async def plan(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
                              first_only=first_only)
         steps = (await ctx.llm.structured(messages, schema, max_tokens=600))["steps"]
         problem = check_plan(steps) or _check_first(steps, ctx.forced_tool)
+        if problem is None:
+            steps, problem = files_passed_on(steps, {s["tool"]: _file_parameters(ctx, s["tool"]) for s in steps},
+                                             _file_makers(ctx))
     except StructuredOutputError as error:
         steps, problem = [], str(error)
     if problem is None and not steps:  # nothing to look up: the solver answers from the question
@@ -193,6 +242,12 @@ def _file_parameters(ctx: AgentContext, tool: str) -> set[str]:
         return set()
     properties = ctx.tools.get(tool).definition()["function"]["parameters"].get("properties", {})
     return {name for name, prop in properties.items() if '"x-agentd-type"' in json.dumps(prop)}
+
+
+def _file_makers(ctx: AgentContext) -> set[str]:
+    """The tools whose result may hold a picture or file (or says nothing of its kind)."""
+    return {tool.name for tool in ctx.tools
+            if tool.output_schema is None or '"x-agentd-type"' in json.dumps(tool.output_schema)}
 
 
 def _after_work(state: RewooState) -> str:
