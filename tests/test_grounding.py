@@ -73,17 +73,46 @@ def test_numbers_are_read_as_people_write_them(text, numbers):
     assert properties.get("max_steps", {"anyOf": [{"enum": []}]})["anyOf"][0]["enum"] == numbers
 
 
+RESIZE = {"type": "object", "required": ["image"], "properties": {
+    "image": {"type": "string"},
+    "width": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}], "default": None},
+    "height": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}], "default": None},
+    "ratio": {"type": "number", "minimum": 0, "default": 1.0}}}
+
+
+def choices(properties: dict, name: str) -> list:
+    return properties[name]["anyOf"][0]["enum"] if "anyOf" in properties[name] else properties[name]["enum"]
+
+
 def test_a_share_the_request_names_of_a_number_read_can_be_written():
     """The trained chain "look at how tall it is, then resize it to half that height" writes 384 after
     reading 768; without the word, only what was read."""
     stats = '{"width": 1024, "height": 768, "mode": "RGB"}'
-    halved = with_grounded_numbers(PARAMETERS, read("Resize it to half its height.", stats))["properties"]
-    assert halved["max_steps"]["anyOf"][0]["enum"] == [768, 384, 1024, 512]
-    odd = with_grounded_numbers(PARAMETERS, read("Scale it to a third of its width.", '{"width": 64}'))["properties"]
-    assert odd["max_steps"]["anyOf"][0]["enum"] == [64, 21, 22]  # an integer: either side of 21.3
-    assert odd["epochs"]["anyOf"][0]["enum"] == [64, pytest.approx(64 / 3)]  # a number: the share itself
-    plain = with_grounded_numbers(PARAMETERS, read("Resize it.", stats))["properties"]
-    assert plain["max_steps"]["anyOf"][0]["enum"] == [768, 1024]
+    halved = with_grounded_numbers(RESIZE, read("Resize it to half its height.", stats))["properties"]
+    assert choices(halved, "height") == [768, 384] and choices(halved, "width") == [1024, 512]
+    odd = with_grounded_numbers(RESIZE, read("Scale it to a third of its width.", '{"width": 64}'))["properties"]
+    assert choices(odd, "width") == [64, 21, 22]  # an integer: either side of 21.3
+    said = with_grounded_numbers(RESIZE, read("Scale it by a third of 2."))["properties"]
+    assert choices(said, "ratio") == [2, pytest.approx(2 / 3)]  # a number: the share itself
+    plain = with_grounded_numbers(RESIZE, read("Resize it.", stats))["properties"]
+    assert choices(plain, "height") == [768]
+
+
+def test_a_result_s_number_goes_to_an_argument_of_its_field_s_name_first_and_only():
+    """An image's statistics: its height first among a height's choices; its channels' numbers offered
+    to no argument (a height of 250 was the red channel's maximum); prose in a result and the picture's
+    line after it are read as any text is."""
+    stats = ('{"width": 320, "height": 240, "channels": {"R": {"mean": 108.6, "max": 250, "histogram": [0, 31229]}},'
+             ' "note": "scaled from 2 files"}\n[image file-ab12: image/png 320x240, 7850 bytes]')
+    properties = with_grounded_numbers(RESIZE, read("Look at how tall it is, then resize it to half that height.",
+                                                    stats))["properties"]
+    height = choices(properties, "height")
+    assert height[:2] == [240, 120] and 250 not in height and 31229 not in height
+    assert choices(properties, "width")[:2] == [320, 160]
+    assert set(choices(properties, "ratio")) == {7850, 3925, 240, 120, 320, 160, 2, 1}
+    assert choices(with_grounded_numbers(PARAMETERS, read(stats))["properties"], "max_steps") == [7850, 240, 320, 2]
+    counted = with_grounded_numbers(RESIZE, read("391"))["properties"]  # a bare number: any argument's
+    assert choices(counted, "height") == [391]
 
 
 def test_the_step_grammar_refuses_an_invented_number():

@@ -17,6 +17,7 @@ with_grounded_choices); a file argument is a path or upload the run read, and a 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -46,28 +47,57 @@ _SCALE = re.compile(r"\b(" + "|".join(_SCALES) + r")[sd]?\b", re.IGNORECASE)
 
 
 class RunNumbers:
-    """The numbers a run has read, latest last, and the shares of them its words named."""
+    """The numbers a run has read, latest last, and the shares of them its words named. A number in a
+    JSON result is the value of its field: it is offered to an argument of the same name only (an
+    image's `height` to a `height`; a face box's `x`, `width` … to a crop's), not to every argument:
+    with an image's statistics read, 60 numbers of histograms and channel means stood beside its
+    height, and "resize it to half that height" was written as the red channel's maximum, 250."""
 
     def __init__(self) -> None:
         self._seen: dict[float, None] = {}
+        self._fields: dict[str, dict[float, None]] = {}
         self._scales: dict[Fraction, None] = {}
 
     def learn_from_text(self, text: str) -> None:
+        result = _leading_json(text)
+        if result is None:
+            self._learn_words(text)
+            return
+        value, rest = result
+        self._learn_value(value, None)
+        self._learn_words(rest)
+
+    def _learn_words(self, text: str) -> None:
         text = _SIZE.sub(r"\1 \2 ", text.replace(",", ""))
         found = [(m.start(), float(m[0])) for m in _NUMBER.finditer(text)]
         found += [(m.start(), float(_WORDS[m[1].lower()])) for m in _NUMBER_WORD.finditer(text)]
         for _, value in sorted(found, key=lambda place: place[0]):
-            self._seen.pop(value, None)
-            self._seen[value] = None
+            _add_latest(self._seen, value)
         for match in _SCALE.finditer(text):
             self._scales[_SCALES[match[1].lower()]] = None
 
-    def choices(self, schema: dict[str, Any]) -> list[int | float]:
-        """The numbers `schema` (an integer or number schema) accepts that the run read, each followed
-        by the shares of it the run's words named, latest first."""
+    def _learn_value(self, value: Any, field: str | None) -> None:
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, int | float):
+            _add_latest(self._seen if field is None else self._fields.setdefault(field, {}), float(value))
+        elif isinstance(value, str):
+            self._learn_words(value)  # prose in a result ("25 days of holiday") is read as prose
+        elif isinstance(value, list):
+            for item in value:
+                self._learn_value(item, field)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self._learn_value(item, str(key).lower())
+
+    def choices(self, schema: dict[str, Any], name: str | None = None) -> list[int | float]:
+        """The numbers `schema` (an integer or number schema, of the argument `name`) accepts that the
+        run read, each followed by the shares of it the run's words named: those of results' fields of
+        that name first, then those read anywhere else, latest first."""
         integer = schema.get("type") == "integer"
+        fields = self._fields.get(name.lower(), {}) if name else {}
         chosen: dict[int | float, None] = {}
-        for value in reversed(self._seen):
+        for value in [*reversed(fields), *reversed(self._seen)]:
             for candidate in (value, *self._scaled(value, integer)):
                 if (integer and not candidate.is_integer()) or not _within(candidate, schema):
                     continue
@@ -89,16 +119,20 @@ def with_grounded_numbers(parameters: dict[str, Any], numbers: RunNumbers) -> di
     """A copy of a tool's parameters where each optional numeric argument is an `enum` of the numbers
     the run has seen that fit it; one with none to offer can no longer be written (its default holds).
     A choice such as `"auto" | number` keeps its other branches."""
-    def grounded(schema: dict[str, Any]) -> dict[str, Any] | None:
-        if schema.get("type") not in ("integer", "number") or "enum" in schema or "const" in schema:
-            return schema
-        choices = numbers.choices(schema)
-        if not choices:
-            return None
-        bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-        return {key: value for key, value in schema.items() if key not in bounds} | {"enum": choices}
+    def grounded(name: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+        def narrow(schema: dict[str, Any]) -> dict[str, Any] | None:
+            if schema.get("type") not in ("integer", "number") or "enum" in schema or "const" in schema:
+                return schema
+            choices = numbers.choices(schema, name)
+            if not choices:
+                return None
+            bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+            return {key: value for key, value in schema.items() if key not in bounds} | {"enum": choices}
 
-    return _optional_narrowed(parameters, lambda schema: _each_branch(schema, grounded))
+        return narrow
+
+    return _each_property(parameters, lambda schema, required, name: (
+        schema if required or not isinstance(schema, dict) else _each_branch(schema, grounded(name))))
 
 
 class RunWords:
@@ -155,7 +189,7 @@ def with_grounded_names(parameters: dict[str, Any], ids: RunIds, words: RunWords
 
     The embedded model evaluated on tasks nobody named, and not even tasks: `tune-then-check` (the
     request's own words for the workflow), `job_status`, `training`."""
-    return _each_property(parameters, lambda schema, required: _named(schema, ids, words, required))
+    return _each_property(parameters, lambda schema, required, _: _named(schema, ids, words, required))
 
 
 def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
@@ -184,20 +218,20 @@ def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
 def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
                        ) -> dict[str, Any]:
     """A copy of tool parameters with each optional argument narrowed; one narrowed to None is left out."""
-    return _each_property(parameters, lambda schema, required: (
+    return _each_property(parameters, lambda schema, required, _: (
         schema if required or not isinstance(schema, dict) else narrow(schema)))
 
 
-def _each_property(parameters: dict[str, Any], narrow: Callable[[Any, bool], Any]) -> dict[str, Any]:
-    """A copy of tool parameters with `narrow(schema, required)` applied to each argument; one narrowed to
-    None is left out."""
+def _each_property(parameters: dict[str, Any], narrow: Callable[[Any, bool, str], Any]) -> dict[str, Any]:
+    """A copy of tool parameters with `narrow(schema, required, name)` applied to each argument; one
+    narrowed to None is left out."""
     properties = parameters.get("properties")
     if not isinstance(properties, dict):
         return parameters
     required = set(parameters.get("required") or ())
     grounded: dict[str, Any] = {}
     for name, schema in properties.items():
-        narrowed = narrow(schema, name in required)
+        narrowed = narrow(schema, name in required, name)
         if narrowed is not None:
             grounded[name] = narrowed
     return {**parameters, "properties": grounded}
@@ -215,6 +249,23 @@ def _each_branch(schema: dict[str, Any], narrow: Callable[[dict[str, Any]], dict
                 return None
             return {**schema, union: branches}
     return narrow(schema)
+
+
+def _leading_json(text: str) -> tuple[Any, str] | None:
+    """A JSON object or list a text starts with (a tool's result), and the text after it (a picture's line)."""
+    stripped = text.lstrip()
+    if not stripped.startswith(("{", "[")):
+        return None
+    try:
+        value, end = json.JSONDecoder().raw_decode(stripped)
+    except json.JSONDecodeError:
+        return None
+    return value, stripped[end:]
+
+
+def _add_latest(seen: dict[float, None], value: float) -> None:
+    seen.pop(value, None)
+    seen[value] = None
 
 
 def _within(value: float, schema: dict[str, Any]) -> bool:
