@@ -131,8 +131,7 @@ def with_grounded_numbers(parameters: dict[str, Any], numbers: RunNumbers) -> di
 
         return narrow
 
-    return _each_property(parameters, lambda schema, required, name: (
-        schema if required or not isinstance(schema, dict) else _each_branch(schema, grounded(name))))
+    return _optional_narrowed(parameters, lambda schema, name: _each_branch(schema, grounded(name)))
 
 
 class RunWords:
@@ -161,7 +160,7 @@ def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[s
 
     Unasked, the embedded model wrote `method: "full"` (every weight, not an adapter) for "adapt the
     base model to it, capped at 50 training steps" and "run a single epoch of training"."""
-    def said_choices(prop: dict[str, Any]) -> dict[str, Any] | None:
+    def said_choices(prop: dict[str, Any], _: str) -> dict[str, Any] | None:
         def said(schema: dict[str, Any]) -> dict[str, Any] | None:
             said_as = schema.get(SAID_AS) or prop.get(SAID_AS) or {}  # on the property, or its branch of a `| None`
             if schema.get("type") == "boolean" and said_as and isinstance(prop.get("default"), bool):
@@ -215,11 +214,12 @@ def _named(schema: Any, ids: RunIds, words: RunWords, required: bool) -> Any:
     return {**schema, "enum": (names or schema[NAMES]) + (ids.paths() if schema.get(OR_PATH) else [])}
 
 
-def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[str, Any] | None]
+def _optional_narrowed(parameters: dict[str, Any], narrow: Callable[[dict[str, Any], str], dict[str, Any] | None]
                        ) -> dict[str, Any]:
-    """A copy of tool parameters with each optional argument narrowed; one narrowed to None is left out."""
-    return _each_property(parameters, lambda schema, required, _: (
-        schema if required or not isinstance(schema, dict) else narrow(schema)))
+    """A copy of tool parameters with each optional argument narrowed (`narrow(schema, name)`); one
+    narrowed to None is left out."""
+    return _each_property(parameters, lambda schema, required, name: (
+        schema if required or not isinstance(schema, dict) else narrow(schema, name)))
 
 
 def _each_property(parameters: dict[str, Any], narrow: Callable[[Any, bool, str], Any]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def _referable(prop: dict[str, Any]) -> dict[str, Any]:
     that result can be. An id the run has not read can only be a reference (a job an earlier step
     started); a picture or file, a whole step's (the file it made); a yes-or-no or a choice among named
     values, only itself: given any, a second-stage adapter passed `"keep_aspect": "#E1.size"`."""
-    file = '"x-agentd-type"' in json.dumps(prop)
+    file = _holds_file(prop)
     if id_unread(prop):
         return STEP_REFERENCE if file else REFERENCE_STRING
     if file:
@@ -129,9 +129,9 @@ def files_passed_on(steps: list[dict[str, Any]], file_arguments: Mapping[str, Co
     for index, step in enumerate(passed, 1):
         for name in file_arguments.get(step["tool"], ()):
             whole = FIELD_REFERENCE.fullmatch(str(step["arguments"].get(name, "")))
-            if whole is None or passed[int(whole[1]) - 1]["tool"] in file_makers:
+            earlier = passed[int(whole[1]) - 1] if whole else None
+            if earlier is None or earlier["tool"] in file_makers:
                 continue
-            earlier = passed[int(whole[1]) - 1]
             read = [earlier["arguments"][key] for key in file_arguments.get(earlier["tool"], ())
                     if isinstance(earlier["arguments"].get(key), str)]
             if not read:
@@ -241,13 +241,18 @@ def _file_parameters(ctx: AgentContext, tool: str) -> set[str]:
     if tool not in ctx.tools:
         return set()
     properties = ctx.tools.get(tool).definition()["function"]["parameters"].get("properties", {})
-    return {name for name, prop in properties.items() if '"x-agentd-type"' in json.dumps(prop)}
+    return {name for name, prop in properties.items() if _holds_file(prop)}
 
 
 def _file_makers(ctx: AgentContext) -> set[str]:
     """The tools whose result may hold a picture or file (or says nothing of its kind)."""
     return {tool.name for tool in ctx.tools
-            if tool.output_schema is None or '"x-agentd-type"' in json.dumps(tool.output_schema)}
+            if tool.output_schema is None or _holds_file(tool.output_schema)}
+
+
+def _holds_file(schema: dict[str, Any]) -> bool:
+    """Whether a schema is, or holds somewhere inside (a list's items, a tuple's member), a picture or file."""
+    return '"x-agentd-type"' in json.dumps(schema)
 
 
 def _after_work(state: RewooState) -> str:
