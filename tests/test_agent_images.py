@@ -167,7 +167,7 @@ async def test_rewoo_passes_the_file_a_step_made_to_a_later_step(tools, tmp_path
     plan = {"steps": [
         {"thought": "paint", "tool": "paint", "arguments": {"width": 4, "height": 4, "color": "white"}},
         {"thought": "invert", "tool": "invert_image", "arguments": {"image": "#E1"}}]}
-    llm = ScriptedChatModel(structured=[plan], chats=["Inverted."])
+    llm = ScriptedChatModel(structured=[plan], acts=[answer("Inverted.")])
     photo = picture_in_store(tools)
     messages = [{"role": "user", "content": f"paint white and invert [image {photo}]"}]
     runtime, outcome, steps = await start(tools, tmp_path, "agentd-rewoo", messages, llm,

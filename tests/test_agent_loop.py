@@ -131,7 +131,7 @@ async def test_rewoo_reuses_the_evidence_of_an_identical_step(tools, tmp_path):
         {"thought": "c", "tool": "calculator", "arguments": {"expression": "6 + 1"}},
         {"thought": "d", "tool": "calculator", "arguments": {"expression": "#E3 - 1"}},
         {"thought": "e", "tool": "calculator", "arguments": {"expression": "7 - 1"}}]}  # what #E4 becomes
-    llm = ScriptedChatModel(structured=[plan], chats=["Entry 3 is 51 and 7 - 1 is 6."])
+    llm = ScriptedChatModel(structured=[plan], acts=[answer("Entry 3 is 51 and 7 - 1 is 6.")])
     steps, outcome = await run(runtime, "agentd-rewoo", "look up 3 and do sums", llm)
     assert RAN == [3]
     observations = {o.call_id: o for o in of(Observation, steps)}
@@ -139,8 +139,9 @@ async def test_rewoo_reuses_the_evidence_of_an_identical_step(tools, tmp_path):
     # #E5 ran in the first wave; #E4, filled in later, turned out to be the same call.
     assert observations["#E4"].content == "6" and observations["#E4"].repeat_of == "#E5"
     assert "same call as #E5" in observations["#E4"].text()
-    solver_reads = llm.seen[-1][1][-1]["content"]
-    assert "#E2 = lookup" in solver_reads and solver_reads.count("Result: entry 3: 51") == 2
+    shown = llm.seen[-1][1]
+    assert [m["tool_call_id"] for m in shown if m["role"] == "tool"] == ["#E1", "#E2", "#E3", "#E4", "#E5"]
+    assert [m["content"] for m in shown if m["role"] == "tool"].count("entry 3: 51") == 2
     assert outcome.answer == "Entry 3 is 51 and 7 - 1 is 6."
     await runtime.close()
 
@@ -160,13 +161,19 @@ async def test_react_and_rewoo_answers_stream_and_add_up_to_the_final_answer(too
     assert "answer_delta" not in [s["type"] for s in runtime.runs.get(outcome.id)["steps"]]
 
     plan = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "6 * 7"}}]}
-    # The solver's answer is held back until its first sentence shows it is no restated question.
+    # ReWOO's answer is held back until its first sentence shows it is no restated question.
     said = "Six times seven makes 42 according to the calculator result above. It is 42."
-    rewoo = ScriptedChatModel(structured=[plan], chats=[f"  {said}  "], streams=True)
+    rewoo = ScriptedChatModel(structured=[plan], acts=[answer(said)], streams=True)
     steps, outcome = await run(runtime, "agentd-rewoo", "multiply six and seven", rewoo)
     assert [p.content for p in of(AnswerDelta, steps)] == [said[:-10], " It", " is", " 42."]
     assert outcome.answer == said
-    short = ScriptedChatModel(structured=[plan], chats=["It is 42."], streams=True)
+    # So is the solver's, when it answers (here the model repeats the plan's call instead of answering).
+    solved = ScriptedChatModel(structured=[plan], acts=[calls(("calculator", {"expression": "6 * 7"}))],
+                               chats=[f"  {said}  "], streams=True)
+    steps, outcome = await run(runtime, "agentd-rewoo", "multiply six and seven", solved)
+    assert [p.content for p in of(AnswerDelta, steps)] == [said[:-10], " It", " is", " 42."]
+    assert outcome.answer == said and [kind for kind, _ in solved.seen] == ["structured", "act", "chat"]
+    short = ScriptedChatModel(structured=[plan], acts=[answer("It is 42.")], streams=True)
     steps, outcome = await run(runtime, "agentd-rewoo", "multiply six and seven", short)
     assert [p.content for p in of(AnswerDelta, steps)] == ["It is 42."] and outcome.answer == "It is 42."
     await runtime.close()
@@ -275,12 +282,18 @@ async def test_an_answer_written_as_a_json_step_never_goes_out(tools, tmp_path):
     await runtime.close()
 
 
-async def test_rewoo_solver_restating_the_question_gives_way_to_the_evidence(tools, tmp_path):
+async def test_a_rewoo_answer_restating_the_question_gives_way_to_the_evidence(tools, tmp_path):
     runtime = await open_runtime(tools, tmp_path)
     plan = {"steps": [{"thought": "x", "tool": "lookup", "arguments": {"n": 4}}]}
-    llm = ScriptedChatModel(structured=[plan], chats=["Look up entry 4."], streams=True)
+    llm = ScriptedChatModel(structured=[plan], acts=[answer("Look up entry 4.")], streams=True)
     steps, outcome = await run(runtime, "agentd-rewoo", "Look up entry 4.", llm)
     assert outcome.answer == "Here is what I found: entry 4: 68" and not of(AnswerDelta, steps)
+    # The solver's (when the model's follow-up is no answer: here it repeats the plan's call).
+    solved = ScriptedChatModel(structured=[plan], acts=[calls(("lookup", {"n": 4}))], chats=["Look up entry 4."],
+                               streams=True)
+    steps, outcome = await run(runtime, "agentd-rewoo", "Look up entry 4.", solved)
+    assert outcome.answer == "Here is what I found: entry 4: 68" and not of(AnswerDelta, steps)
+    assert [kind for kind, _ in solved.seen] == ["structured", "act", "chat"]
     await runtime.close()
 
 

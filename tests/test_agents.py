@@ -160,13 +160,18 @@ async def test_rewoo_plans_once_runs_waves_and_solves(tools, tmp_path):
         {"thought": "a", "tool": "meet", "arguments": {"n": 3}},
         {"thought": "b", "tool": "meet", "arguments": {"n": 4}},
         {"thought": "c", "tool": "calculator", "arguments": {"expression": "#E1 * #E2"}}]}
-    llm = ScriptedChatModel(structured=[plan], chats=["The product is 12."])
+    llm = ScriptedChatModel(structured=[plan], acts=[answer("The product is 12.")])
     steps, outcome = await run(runtime, "agentd-rewoo", "multiply three and four", llm)
     assert isinstance(steps[0], Plan) and "#E3 = calculator" in steps[0].text()
     calls_made = [s for s in steps if isinstance(s, ToolCallStep)]
     assert calls_made[2].call.arguments == {"expression": "3 * 4"}  # the references were filled in
     assert [s.content for s in steps if isinstance(s, Observation)] == ["3", "4", "12"]
-    assert "#E3 = calculator" in llm.seen[-1][1][-1]["content"] and "Result: 12" in llm.seen[-1][1][-1]["content"]
+    # The model answers shown the plan as a ReAct run: each call as it ran, then its result.
+    assert [kind for kind, _ in llm.seen] == ["structured", "act"]
+    shown = llm.seen[-1][1]
+    assert shown[0] == {"role": "user", "content": "multiply three and four"}
+    assert shown[-2]["tool_calls"][0].arguments == {"expression": "3 * 4"} and shown[-2]["content"] == "c"
+    assert shown[-1] == {"role": "tool", "tool_call_id": "#E3", "name": "calculator", "content": "12"}
     assert outcome.answer == "The product is 12."
     await runtime.close()
 
@@ -175,7 +180,7 @@ async def test_rewoo_reasks_for_a_plan_that_does_not_check(tools, tmp_path):
     runtime = await open_runtime(tools, tmp_path)
     bad = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "#E2 + 1"}}]}
     good = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "2 + 1"}}]}
-    llm = ScriptedChatModel(structured=[bad, good], chats=["3"])
+    llm = ScriptedChatModel(structured=[bad, good], acts=[answer("3")])
     steps, outcome = await run(runtime, "agentd-rewoo", "add", llm)
     assert isinstance(steps[0], Retry) and "#E2, which is not an earlier step" in steps[0].reason
     assert "could not run" in llm.seen[1][1][-1]["content"]
@@ -183,6 +188,27 @@ async def test_rewoo_reasks_for_a_plan_that_does_not_check(tools, tmp_path):
     never = ScriptedChatModel(structured=[bad, bad, bad], chats=["no plan"])
     steps, outcome = await run(runtime, "agentd-rewoo", "add again", never)
     assert kinds(steps) == ["Retry", "Retry", "Retry", "FinalAnswer"] and outcome.answer == "no plan"
+    await runtime.close()
+
+
+async def test_rewoo_follow_up_makes_the_calls_the_plan_could_not_write(tools, tmp_path):
+    # "Add six and one, then multiply that by five": shown the first result, the model computes with it.
+    runtime = await open_runtime(tools, tmp_path)
+    plan = {"steps": [{"thought": "add", "tool": "calculator", "arguments": {"expression": "6 + 1"}}]}
+    times_five = calls(("calculator", {"expression": "7 * 5"}), thought="times five")
+    llm = ScriptedChatModel(structured=[plan], acts=[times_five, answer("35")])
+    steps, outcome = await run(runtime, "agentd-rewoo", "add six and one, then multiply that by five", llm)
+    assert kinds(steps) == ["Plan", "ToolCallStep", "Observation", "Thought", "ToolCallStep", "Observation",
+                            "FinalAnswer"]
+    assert steps[4].call.id == "#E2" and steps[5].content == "35" and outcome.answer == "35"
+    assert llm.seen[-1][1][-2]["content"] == "times five"
+    assert llm.seen[-1][1][-1] == {"role": "tool", "tool_call_id": "#E2", "name": "calculator", "content": "35"}
+    # Out of steps once the plan has run, the solver answers without asking the model for more.
+    short = await open_runtime(tools, tmp_path / "short", max_steps=1)
+    solved = ScriptedChatModel(structured=[plan], chats=["7"])
+    steps, outcome = await run(short, "agentd-rewoo", "add six and one", solved)
+    assert [kind for kind, _ in solved.seen] == ["structured", "chat"] and outcome.answer == "7"
+    await short.close()
     await runtime.close()
 
 
@@ -297,7 +323,7 @@ async def test_each_agent_type_keeps_its_own_threads(tools, tmp_path):
     assert isinstance(steps[-1], ApprovalRequired)
     # The same thread id with another agent is another thread: no approval pending, no state carried over.
     plan = {"steps": [{"thought": "x", "tool": "calculator", "arguments": {"expression": "2 + 2"}}]}
-    rewoo = ScriptedChatModel(structured=[plan], chats=["4"])
+    rewoo = ScriptedChatModel(structured=[plan], acts=[answer("4")])
     steps, outcome = await run(runtime, "agentd-rewoo", "approve", rewoo, thread_id="t-shared")
     assert kinds(steps) == ["Plan", "ToolCallStep", "Observation", "FinalAnswer"] and outcome.answer == "4"
     assert DELETED == []

@@ -280,14 +280,14 @@ async def test_react_cannot_call_a_tool_needing_an_id_until_the_run_has_read_one
 
 
 async def test_a_rewoo_plan_cannot_begin_with_a_tool_needing_an_id_no_earlier_step_gives(tmp_path):
-    from tests.fixtures.scripted_model import ScriptedChatModel
+    from tests.fixtures.scripted_model import ScriptedChatModel, answer
     from tests.test_agents import open_runtime, run
 
     registry = ToolRegistry([start_job, job_state])
     runtime = await open_runtime(registry, tmp_path)
     plan = {"steps": [{"thought": "start", "tool": "start_job", "arguments": {"name": "a"}},
                       {"thought": "check", "tool": "job_state", "arguments": {"job_id": "#E1"}}]}
-    llm = ScriptedChatModel(structured=[plan], chats=["running"])
+    llm = ScriptedChatModel(structured=[plan], acts=[answer("running")])
     _, outcome = await run(runtime, "agentd-rewoo", "Start job a and tell me how it is doing.", llm)
     assert outcome.answer == "running"
     schema = llm.schemas[0]

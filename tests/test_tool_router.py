@@ -154,7 +154,7 @@ async def test_rewoo_plans_its_first_step_among_the_routed_tools(tools, tmp_path
     runtime = await open_runtime(tools, tmp_path)
     plan = {"steps": [{"thought": "turn", "tool": "rotate", "arguments": {"degrees": 180}},
                       {"thought": "add", "tool": "calculator", "arguments": {"expression": "1+1"}}]}
-    llm = ScriptedChatModel(structured=[plan], chats=["done"])
+    llm = ScriptedChatModel(structured=[plan], acts=[answer("done")])
     llm.router = OnlyRotate()
     _, outcome = await run(runtime, "agentd-rewoo", "Turn it upside down, then add 1 and 1.", llm)
     assert outcome.answer == "done"

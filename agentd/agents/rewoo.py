@@ -1,6 +1,8 @@
 """ReWOO: a planner writes every tool call at once as a DAG (`#E1 = tool[args]`, later steps
-using earlier results), workers run the steps whose inputs are ready in parallel, a solver
-answers. A plan that does not check is asked for again, with the reason, a bounded number of times."""
+using earlier results), workers run the steps whose inputs are ready in parallel, then the model,
+shown the calls and their results, answers or makes the calls the plan could not write (a replanner,
+as in plan-and-execute). A plan that does not check is asked for again, with the reason, a bounded
+number of times; a run with no plan, or out of steps, is answered by the solver."""
 
 from __future__ import annotations
 
@@ -14,10 +16,13 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agentd.agents.answers import CheckedAnswer
-from agentd.agents.context import AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls, step_writer
+from agentd.agents.context import (FINAL_ANSWER, AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls,
+                                   step_writer)
 from agentd.agents.grounding import id_unread
-from agentd.agents.steps import Observation, Plan, Retry
-from agentd.llm.chat_model import THOUGHT, ChatModel, StructuredOutputError, ToolCall, bounded_strings, prompt
+from agentd.agents.react import STEP_MAX_TOKENS
+from agentd.agents.steps import Observation, Plan, Retry, Thought
+from agentd.llm.chat_model import (THOUGHT, ChatModel, StructuredOutputError, ToolCall, bounded_strings, final_answer_of,
+                                   prompt)
 from agentd.llm.tool_calls import one_of
 from tools.schema import SAID_AS
 
@@ -41,6 +46,8 @@ class RewooState(TypedDict, total=False):
     outputs: dict[str, str]
     # Call key → the id of the step that ran it: an identical later step reuses its evidence.
     calls_made: dict[str, str]
+    # Step id → the arguments it ran with (references resolved): what the follow-up shows the model.
+    ran: dict[str, dict[str, Any]]
     # Steps whose evidence is an error (or a refusal): no result to answer from.
     failed: list[str]
     answer: str | None
@@ -48,7 +55,7 @@ class RewooState(TypedDict, total=False):
 
 def rewoo_input(messages: list[dict[str, Any]], resuming_thread: bool) -> dict[str, Any]:
     return {"question": str(messages[-1].get("content") or ""), "plan": [], "attempts": 0, "feedback": "",
-            "evidence": {}, "outputs": {}, "calls_made": {}, "failed": [], "answer": None}
+            "evidence": {}, "outputs": {}, "calls_made": {}, "ran": {}, "failed": [], "answer": None}
 
 
 def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None = None,
@@ -216,6 +223,7 @@ async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
              for step in ready]
     failed = list(state.get("failed") or [])
     calls_made = dict(state.get("calls_made") or {})
+    ran = dict(state.get("ran") or {}) | {call.id: call.arguments for call in calls}
     earlier = {key: Observation(step_id, key.split(":", 1)[0], evidence[step_id], step_id in failed)
                for key, step_id in calls_made.items()}
     allowed = approve(ctx, fresh_calls(calls, earlier))
@@ -228,7 +236,7 @@ async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
         made = [a["file_id"] for a in observation.artifacts if a.get("file_id")]
         if made or observation.repeat_of in outputs:
             outputs[observation.call_id] = made[0] if made else outputs[observation.repeat_of]
-    return {"evidence": evidence, "outputs": outputs, "calls_made": calls_made, "failed": failed}
+    return {"evidence": evidence, "outputs": outputs, "calls_made": calls_made, "ran": ran, "failed": failed}
 
 
 def _reuse_evidence(call: ToolCall, earlier: Observation) -> Observation:
@@ -256,21 +264,81 @@ def _holds_file(schema: dict[str, Any]) -> bool:
 
 
 def _after_work(state: RewooState) -> str:
+    return "work" if len(state["evidence"]) < len(state["plan"]) else "follow_up"
+
+
+async def follow_up(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
+    """The plan has run: shown its calls and their results as a ReAct run's turns, the model answers (the
+    answer streams) or calls what the plan could not have written — a value only a result gives ("look up
+    the allowance, then divide it by 5"), a failed call mended, a part of the request the plan left out.
+    Its calls become further steps of the plan; out of steps, a repeated call or an unreadable reply
+    leaves the answer to the solver."""
+    ctx = runtime.context
+    plan = state["plan"]
+    if len(plan) >= ctx.max_steps:
+        return {}
+    tools = ctx.definitions() + [FINAL_ANSWER]
+    # Judged as the solver's is: an answer restating the question gives way to the last result.
+    checked = CheckedAnswer(step_writer(runtime), state["question"], _last_result(state))
+    reply = await ctx.llm.act(_as_react_turns(state), tools, max_calls=ctx.max_calls, max_tokens=STEP_MAX_TOKENS,
+                              on_answer=checked, only=ctx.callable_now(tools))
+    if reply.error and checked.sent:  # out of tokens mid-answer: what the user saw stands
+        return _answered(state, checked.sent)
+    if reply.error:
+        return {}
+    if reply.content:
+        step_writer(runtime)(Thought(reply.content))
+    answer = final_answer_of(reply)
+    if answer is not None:
+        return _answered(state, checked.final(answer) or prompt("react_no_answer"))
+    made = set(state.get("calls_made") or {})
+    calls = [call for call in fresh_calls(reply.tool_calls, {}) if call_key(call) not in made]
+    calls = calls[:ctx.max_steps - len(plan)]
+    if not calls:
+        return {}
+    added = [{"id": f"#E{index}", "tool": call.name, "arguments": call.arguments, "thought": reply.content}
+             for index, call in enumerate(calls, len(plan) + 1)]
+    return {"plan": plan + added}
+
+
+def _as_react_turns(state: RewooState) -> list[dict[str, Any]]:
+    """The run so far as the ReAct loop's messages: the question, then each step's call (as it ran) and result."""
+    turns: list[dict[str, Any]] = [*earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
+    ran = state.get("ran") or {}
+    for step in state["plan"]:
+        call = ToolCall(step["id"], step["tool"], ran.get(step["id"], step["arguments"]))
+        result = state["evidence"][step["id"]]
+        turns += [{"role": "assistant", "content": step["thought"], "tool_calls": [call]},
+                  {"role": "tool", "tool_call_id": step["id"], "name": step["tool"], "content": result}]
+    return turns
+
+
+def _answered(state: RewooState, answer: str) -> dict[str, Any]:
+    return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
+
+
+def _last_result(state: RewooState) -> str:
+    """The last result a step got that is no error: what an answer restating the question gives way to."""
+    evidence, failed = state.get("evidence") or {}, set(state.get("failed") or [])
+    results = [evidence[step["id"]] for step in state.get("plan") or [] if step["id"] in evidence
+               and step["id"] not in failed]
+    return results[-1] if results else ""
+
+
+def _after_follow_up(state: RewooState) -> str:
+    if state.get("answer"):
+        return END
     return "work" if len(state["evidence"]) < len(state["plan"]) else "solve"
 
 
 async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, Any]:
     ctx = runtime.context
     evidence = state.get("evidence") or {}
-    failed = set(state.get("failed") or [])
-    results = [evidence[step["id"]] for step in state.get("plan") or [] if step["id"] in evidence
-               and step["id"] not in failed]
     # An answer that restates the question gives way to the last result the plan got.
-    checked = CheckedAnswer(step_writer(runtime), state["question"], results[-1] if results else "")
+    checked = CheckedAnswer(step_writer(runtime), state["question"], _last_result(state))
     reply = await ctx.llm.chat(solver_messages(state.get("plan") or [], evidence, state.get("history"),
                                                state["question"]), max_tokens=200, on_text=checked)
-    answer = checked.final(reply) or prompt("react_no_answer")
-    return {"answer": answer, "history": [{"question": state["question"], "answer": answer}]}
+    return _answered(state, checked.final(reply) or prompt("react_no_answer"))
 
 
 def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: dict[str, str] | None = None,
@@ -323,9 +391,11 @@ def build_rewoo_graph() -> StateGraph:
     graph = StateGraph(RewooState, context_schema=AgentContext)
     graph.add_node("plan", plan)
     graph.add_node("work", work)
+    graph.add_node("follow_up", follow_up)
     graph.add_node("solve", solve)
     graph.add_edge(START, "plan")
     graph.add_conditional_edges("plan", _after_plan, ["plan", "work", "solve"])
-    graph.add_conditional_edges("work", _after_work, ["work", "solve"])
+    graph.add_conditional_edges("work", _after_work, ["work", "follow_up"])
+    graph.add_conditional_edges("follow_up", _after_follow_up, ["work", "solve", END])
     graph.add_edge("solve", END)
     return graph

@@ -44,8 +44,8 @@ class AgentType:
 AGENT_TYPES = {
     "agentd-react": AgentType("agentd-react", "ReAct: think, call tools, observe, repeat", build_react_graph,
                               react_input),
-    "agentd-rewoo": AgentType("agentd-rewoo", "ReWOO: plan every tool call at once, run them, then answer",
-                              build_rewoo_graph, rewoo_input),
+    "agentd-rewoo": AgentType("agentd-rewoo", "ReWOO: plan every tool call at once, run them, then answer or "
+                              "call what the plan could not", build_rewoo_graph, rewoo_input),
     "agentd-planner": AgentType("agentd-planner", "Planner-search: split into sub-questions, search each, combine",
                                 build_planner_graph, planner_input),
 }
