@@ -9,7 +9,8 @@ import jsonschema
 import pytest
 
 from agentd.agents.grounding import (RunIds, RunNumbers, RunWords, not_starting_with, unfillable,
-                                     with_grounded_choices, with_grounded_ids, with_grounded_numbers)
+                                     with_grounded_choices, with_grounded_ids, with_grounded_numbers,
+                                     with_said_values)
 from agentd.llm.chat_model import step_schema
 from tools import ToolRegistry, id_of, path_or_id, said_as, tool
 from tools.schema import ID_KINDS
@@ -381,6 +382,45 @@ def test_words_are_matched_whole_and_across_dashes_and_underscores():
 def test_a_yes_or_no_is_left_at_its_default_unless_the_words_the_tool_declares_were_said(request_text, written):
     """Unasked, the model wrote `wait: false` to an evaluation; `grayscale: true` for "save it as a JPEG"."""
     assert ("wait" in with_grounded_choices(_parameters("finetune"), said(request_text))["properties"]) == written
+
+
+@pytest.mark.parametrize(("request_text", "written"), [
+    ("Start a full fine-tune of smollm2 and don't wait for it to finish.", {"method": ["full"], "wait": [False]}),
+    ("Fine-tune smollm2 with 4-bit QLoRA, without waiting.", {"method": ["qlora"], "wait": [False]}),
+    ("Fine-tune smollm2 on the full data set and wait for it.", {}),  # "full" alone, "wait" alone: unsure
+    ("Fine-tune smollm2 on my tickets.", {}),
+    ("A full fine-tune, or LoRA if that is quicker: you choose.", {}),  # the default named too
+])
+def test_a_choice_the_request_surely_said_is_written(request_text, written):
+    """Left free, the model wrote no `method` for "start a full fine-tune": what the person surely said
+    becomes a required argument of that value alone."""
+    words = said(request_text)
+    grounded = with_said_values(with_grounded_choices(_parameters("finetune"), words), words)
+    assert {name: grounded["properties"][name]["enum"] for name in written} == written
+    assert set(grounded["required"]) == {"model", "training_file"} | set(written)
+    step = step_schema([{"type": "function", "function": {"name": "finetune", "description": "F.",
+                                                           "parameters": grounded}}], 1)
+    call = {"model": "smollm2", "training_file": "file-00112233aabbccdd00112233"}
+    if written:  # the argument cannot be left out, nor given its default
+        for arguments in (call, call | {"method": "lora", "wait": True}):
+            with pytest.raises(jsonschema.ValidationError):
+                jsonschema.validate({"thought": "t", "tool_calls": [{"name": "finetune", "arguments": arguments}]}, step)
+    jsonschema.validate({"thought": "t", "tool_calls": [{"name": "finetune", "arguments": call | {
+        name: values[0] for name, values in written.items()}}]}, step)
+
+
+def test_only_the_person_s_words_make_a_value_written_not_a_result_s():
+    from agentd.agents.grounding import RunReading
+    from tools.builtin.deployment import DeploymentTools
+
+    reading = RunReading()
+    reading.learn("List the deployments.", lambda file_id: None, by_person=True)
+    reading.read_result('[{"deployment_id": "dep-1", "status": "stopped"}]')
+    listing = {"type": "function", "function": {"name": "list_deployments", "description": "L.",
+                                                "parameters": _tool_parameters(DeploymentTools, "list_deployments")}}
+    assert "include_stopped" not in (reading.definition(listing)["function"]["parameters"].get("required") or [])
+    reading.learn("Now including the stopped ones.", lambda file_id: None, by_person=True)
+    assert reading.definition(listing)["function"]["parameters"]["required"] == ["include_stopped"]
 
 
 def test_a_yes_or_no_without_declared_words_is_left_alone():

@@ -30,12 +30,23 @@ def id_of(*kinds: str) -> FieldInfo:
 SAID_AS = "x-agentd-said-as"
 
 
-def said_as(**words: list[str]) -> FieldInfo:
+# …and the words that can only mean one of them ("don't wait"): a request saying them gets that value.
+SAID_SURELY = "x-agentd-said-surely"
+
+
+def said_as(*, surely: dict[str, list[str]] | None = None, **words: list[str]) -> FieldInfo:
     """Declares how people say an optional choice's values besides their names:
     `method: Annotated[Literal["lora", "full"], said_as(full=["all the weights"])] = "lora"`, or a
     yes-or-no's: `wait: Annotated[bool, said_as(false=["in the background"])] = True`. An agent may
-    pass a value other than the default only when the conversation said it (by name or so)."""
-    return Field(json_schema_extra={SAID_AS: words})
+    pass a value other than the default only when the conversation said it (by name or so).
+
+    `surely` lists, per value, words that can only mean it (`{"false": ["don't wait"]}`; "wait" alone
+    may be "wait for it"): when the request says them, and does not name the default, the agent
+    writes that value rather than leaving the argument out."""
+    extra: dict[str, Any] = {SAID_AS: words}
+    if surely:
+        extra[SAID_SURELY] = surely
+    return Field(json_schema_extra=extra)
 
 
 # The JSON-schema key of a string argument that is a local file's path or a stored file's id, listing the

@@ -154,9 +154,10 @@ class AgentContext:
         names = [n for n in (self.tool_names or self.tools.names) if n in self.tools]
         return [self.reading.definition(d) for d in self.tools.definitions(names)]
 
-    def learn(self, text: str) -> None:
-        """What the run reads (the conversation): file ids, ids, numbers, paths and words it may pass on."""
-        self.reading.learn(text, self._stored_kind)
+    def learn(self, text: str, by_person: bool = False) -> None:
+        """What the run reads (the conversation; `by_person`: a user's turn): file ids, ids, numbers, paths
+        and words it may pass on, and what the person asked for."""
+        self.reading.learn(text, self._stored_kind, by_person)
 
     def _stored_kind(self, file_id: str) -> str | None:
         store = self.tools.context.file_store

@@ -25,7 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from agentd.agents.files import FILE_TYPES, RunFiles, with_file_choices
-from tools.schema import ID_KINDS, NAMES, OR_PATH, PATH_OR_ID, SAID_AS
+from tools.schema import ID_KINDS, NAMES, OR_PATH, PATH_OR_ID, SAID_AS, SAID_SURELY
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
 # "3-shot" is a 3, and so is "3:" or "3." ending a phrase.
@@ -162,7 +162,7 @@ def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[s
     base model to it, capped at 50 training steps" and "run a single epoch of training"."""
     def said_choices(prop: dict[str, Any], _: str) -> dict[str, Any] | None:
         def said(schema: dict[str, Any]) -> dict[str, Any] | None:
-            said_as = schema.get(SAID_AS) or prop.get(SAID_AS) or {}  # on the property, or its branch of a `| None`
+            said_as = _said_words(schema, prop)
             if schema.get("type") == "boolean" and said_as and isinstance(prop.get("default"), bool):
                 # Its other value only when said: a yes or no has no name a person says, so a tool
                 # declares the words (`said_as(false=["background"])`); without them it is left alone.
@@ -177,6 +177,55 @@ def with_grounded_choices(parameters: dict[str, Any], words: RunWords) -> dict[s
         return _each_branch(prop, said)
 
     return _optional_narrowed(parameters, said_choices)
+
+
+def _said_words(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, list[str]]:
+    """Per value, the words that say it: the tool's `said_as` and `surely` words, declared on the
+    property or on its branch of a `| None`."""
+    said: dict[str, list[str]] = {}
+    for declared in (schema.get(SAID_AS) or prop.get(SAID_AS) or {},
+                     schema.get(SAID_SURELY) or prop.get(SAID_SURELY) or {}):
+        for value, phrases in declared.items():
+            said[value] = said.get(value, []) + list(phrases)
+    return said
+
+
+def with_said_values(parameters: dict[str, Any], asked: RunWords) -> dict[str, Any]:
+    """A copy of a tool's parameters where an optional choice whose value the person asked for in words
+    that can only mean it (tools.schema.said_as's `surely`: "don't wait", "a black and white copy"),
+    without naming its default, is required and that value only.
+
+    Free to leave an optional argument out, the embedded model dropped what it was told: `method: full`
+    for "start a full fine-tune", `include_stopped` for "including the ones that were already stopped"."""
+    written: list[str] = []
+
+    def write(prop: dict[str, Any], name: str) -> dict[str, Any]:
+        value = _surely_said(prop, asked) if "default" in prop else None
+        if value is None:
+            return prop
+        written.append(name)
+        described = {"description": prop["description"]} if "description" in prop else {}
+        return {"type": "boolean" if isinstance(value, bool) else "string", "enum": [value], **described}
+
+    narrowed = _optional_narrowed(parameters, write)
+    return {**narrowed, "required": [*(parameters.get("required") or ()), *written]} if written else parameters
+
+
+def _surely_said(prop: dict[str, Any], asked: RunWords) -> bool | str | None:
+    """The one value other than the default that the request surely said, or None."""
+    branches = [b for b in prop.get("anyOf", [prop]) if isinstance(b, dict) and b.get("type") != "null"]
+    for branch in branches:
+        surely = branch.get(SAID_SURELY) or prop.get(SAID_SURELY) or {}
+        if not surely:
+            continue
+        # A yes or no's default is named only in its words; a choice's also by its name.
+        default = json.dumps(prop["default"]) if isinstance(prop["default"], bool) else str(prop["default"])
+        if asked.said(*surely.get(default, ()), *([] if isinstance(prop["default"], bool) else [default])):
+            continue
+        said = [value for value, phrases in surely.items() if value != default and asked.said(*phrases)]
+        if len(said) == 1:
+            return said[0] == "true" if branch.get("type") == "boolean" else said[0]
+    return None
 
 
 def with_grounded_names(parameters: dict[str, Any], ids: RunIds, words: RunWords) -> dict[str, Any]:
@@ -385,13 +434,16 @@ class RunReading:
     def __init__(self, files: RunFiles | None = None) -> None:
         self.files = files if files is not None else RunFiles()
         self.ids, self.numbers, self.words = RunIds(), RunNumbers(), RunWords()
+        self.asked = RunWords()  # what the person said (their turns): what surely-said values come from
 
-    def learn(self, text: str, stored_kind: Callable[[str], str | None]) -> None:
-        """A chat turn: its file ids (`stored_kind` says what the file store holds under a bare one:
-        "image", "file", or None), ids, numbers, paths and words."""
+    def learn(self, text: str, stored_kind: Callable[[str], str | None], by_person: bool = False) -> None:
+        """A chat turn (`by_person`: the user's): its file ids (`stored_kind` says what the file store holds
+        under a bare one: "image", "file", or None), ids, numbers, paths and words."""
         self.files.learn_from_text(text)
         self.files.learn_bare_ids(text, stored_kind)
         self.read_result(text)
+        if by_person:
+            self.asked.learn_from_text(text)
 
     def read_result(self, text: str) -> None:
         """What a tool returned (its files come as artifacts)."""
@@ -406,6 +458,7 @@ class RunReading:
         parameters = with_file_choices(function["parameters"], self.files)
         parameters = with_grounded_numbers(with_grounded_ids(parameters, self.ids), self.numbers)
         parameters = with_grounded_names(with_grounded_choices(parameters, self.words), self.ids, self.words)
+        parameters = with_said_values(parameters, self.asked)
         return {**definition, "function": {**function, "parameters": parameters}}
 
 

@@ -184,7 +184,7 @@ class AgentRuntime:
         last_text = str(messages[-1].get("content") or "") if messages else ""
         ctx = self.context(run.agent, llm, files, run.tool_choice)
         for message in messages:
-            ctx.learn(str(message.get("content") or ""))
+            ctx.learn(str(message.get("content") or ""), by_person=message.get("role") == "user")
         self.runs.start(run.id, run.thread_id, run.agent, run.model, last_text, run.tool_choice)
         try:
             snapshot = await graph.aget_state(config)

@@ -8,11 +8,18 @@ from typing import Annotated, Literal
 
 from tools.schema import said_as
 
+_FULL = ["all the weights", "all weights", "every weight", "all parameters", "all the parameters"]
+_QLORA = ["4-bit", "4 bit", "quantized", "quantised"]
 Method = Annotated[Literal["lora", "qlora", "full"], said_as(
-    qlora=["4-bit", "4 bit", "quantized", "quantised"],
-    full=["all the weights", "all weights", "every weight", "all parameters", "all the parameters"])]
+    qlora=_QLORA, full=_FULL,
+    # "full" alone may be the full data set.
+    surely={"qlora": ["qlora", *_QLORA], "full": ["full fine-tune", "full fine-tuning", "full fine tune",
+                                                  "full finetune", "full training", "full-parameter", *_FULL]})]
 
 # Returning at once instead of waiting for a job or a deployment to finish.
 Wait = Annotated[bool, said_as(false=[
     "wait", "waiting", "background", "block", "blocking", "come back", "return before", "as soon as", "later",
-    "right away", "immediately", "at once", "meanwhile"])]
+    "right away", "immediately", "at once", "meanwhile"],
+    # "wait" alone may be "wait for it to finish".
+    surely={"false": ["don't wait", "do not wait", "dont wait", "without waiting", "not wait", "no waiting",
+                      "in the background", "right away", "immediately", "at once", "non-blocking"]})]

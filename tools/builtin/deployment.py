@@ -106,7 +106,8 @@ class DeploymentTools(Toolkit):
     @tool(changing=True)
     def list_deployments(self, include_stopped: Annotated[bool, said_as(true=[
             "stopped", "including", "included", "history", "all", "every", "ever", "finished", "undeployed",
-            "expired"])] = False) -> list[dict]:
+            "expired"], surely={"true": ["stopped", "including", "history", "undeployed", "expired",
+                                         "ever deployed", "ever served"]})] = False) -> list[dict]:
         """List deployed (served) models: id, model id to chat with, engine, status, memory, error.
 
         Args:

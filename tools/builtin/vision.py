@@ -207,7 +207,9 @@ def draw_boxes(image: Image, boxes: Boxes, color: str = "red",
 @tool
 def convert_image(image: Image, format: ImageFormat = "png", grayscale: Annotated[bool, said_as(true=[
         "black and white", "grayscale", "greyscale", "gray", "grey", "colour", "color", "colours", "colors",
-        "desaturate", "desaturated", "monochrome"])] = False,
+        "desaturate", "desaturated", "monochrome"], surely={"true": [
+        "black and white", "black-and-white", "grayscale", "greyscale", "gray", "grey", "desaturate", "desaturated",
+        "monochrome"]})] = False,
                   quality: Annotated[int, Field(ge=1, le=100)] = 90) -> Image:
     """Convert a picture to another file format (png, jpeg, webp, bmp) and/or to black and white (grayscale).
 

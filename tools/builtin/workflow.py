@@ -50,8 +50,11 @@ class WorkflowTools(Toolkit):
                                 tasks: Annotated[list[TaskName] | None, Field(max_length=20)] = None,
                                 method: Method = "lora",
                                 limit: Annotated[int | None, Field(ge=1)] = None,
-                                deploy_better: Annotated[bool, said_as(true=[
-                                    "deploy", "deploys", "serve", "serving", "winner", "whichever wins"])] = False,
+                                deploy_better: Annotated[bool, said_as(
+                                    true=["deploy", "deploys", "serve", "serving", "winner", "whichever wins"],
+                                    surely={"true": ["deploy whichever", "deploy the better", "deploy the best",
+                                                     "deploy the winner", "serve whichever", "serve the better",
+                                                     "serve the best", "serve the winner"]})] = False,
                                 max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 7200.0,
                                 max_steps: Annotated[int | None, Field(ge=1)] = None) -> dict:
         """Fine-tune a model on a data file, evaluate the base and the tuned model on the same tasks, say which is better, and optionally deploy the better one.
