@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Literal
 
@@ -421,6 +422,36 @@ def test_only_the_person_s_words_make_a_value_written_not_a_result_s():
     assert "include_stopped" not in (reading.definition(listing)["function"]["parameters"].get("required") or [])
     reading.learn("Now including the stopped ones.", lambda file_id: None, by_person=True)
     assert reading.definition(listing)["function"]["parameters"]["required"] == ["include_stopped"]
+
+
+@pytest.mark.parametrize(("request_text", "listed"), [
+    ("Run the hellaswag and winogrande benchmarks on smollm2.", ["hellaswag", "winogrande"]),
+    ("Put SmolLM2 through ARC easy, BoolQ and the support questions.", ["arc_easy", "boolq", "support_qa"]),
+    ("Score smollm2 on piqa.", None),
+    ("Run hellaswag and piqa on smollm2, then compare it with its fine-tune on boolq.", None),  # boolq: another call's
+    ("Evaluate smollm2 on sciq, then see how it does on boolq.", None),  # said apart
+])
+def test_names_the_person_listed_together_are_all_written(request_text, listed):
+    """Offered hellaswag and winogrande, the model evaluated "the hellaswag and winogrande benchmarks" on
+    hellaswag alone: a list the person said is the list written, in their order."""
+    from agentd.agents.grounding import RunReading
+    from tools.builtin.evaluation import EvaluationTools
+
+    reading = RunReading()
+    reading.learn(request_text, lambda file_id: None, by_person=True)
+    evaluate = reading.definition({"type": "function", "function": {
+        "name": "evaluate", "description": "E.", "parameters": _tool_parameters(EvaluationTools, "evaluate")}})
+    step = step_schema([evaluate], 1)
+
+    def writes(tasks: list[str]) -> bool:
+        arguments = {"model": "smollm2", "tasks": tasks}
+        return jsonschema.Draft202012Validator(step).is_valid(
+            {"thought": "t", "tool_calls": [{"name": "evaluate", "arguments": arguments}]})
+
+    if listed is None:
+        assert "prefixItems" not in json.dumps(evaluate)
+    else:
+        assert writes(listed) and not writes(listed[:1]) and not writes(listed[::-1]) and not writes(listed * 2)
 
 
 def test_a_yes_or_no_without_declared_words_is_left_alone():

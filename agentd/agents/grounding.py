@@ -145,7 +145,27 @@ class RunWords:
         self._text += _as_words(text) + " "
 
     def said(self, *phrases: str) -> bool:
-        return any(re.search(rf"\b{re.escape(_as_words(phrase))}\b", self._text) for phrase in phrases)
+        return any(self._found(phrase) for phrase in phrases)
+
+    def listed(self, names: dict[str, tuple[str, ...]]) -> list[str]:
+        """The longest list of these names (each said as itself or in its words) read as one: "hellaswag and
+        winogrande", "piqa, boolq and sciq"; names said apart ("piqa, then compare them on boolq") are not."""
+        said = sorted((match.start(), match.end(), name) for name, phrases in names.items()
+                      for phrase in (name, *phrases) for match in self._found(phrase))
+        longest: list[str] = []
+        run: list[str] = []
+        end = -1
+        for start, stop, name in said:
+            if name in run:
+                continue
+            joined = end >= 0 and re.fullmatch(r"\s*(,|and|&|, and)\s*(the\s+)?", self._text[end:start]) is not None
+            run = [*run, name] if joined else [name]
+            end = stop
+            longest = max(longest, run, key=len)
+        return longest
+
+    def _found(self, phrase: str) -> list[re.Match[str]]:
+        return list(re.finditer(rf"\b{re.escape(_as_words(phrase))}\b", self._text))
 
 
 def _as_words(text: str) -> str:
@@ -226,6 +246,34 @@ def _surely_said(prop: dict[str, Any], asked: RunWords) -> bool | str | None:
         if len(said) == 1:
             return said[0] == "true" if branch.get("type") == "boolean" else said[0]
     return None
+
+
+def with_said_names(parameters: dict[str, Any], asked: RunWords) -> dict[str, Any]:
+    """A copy of a tool's parameters where a list of names (benchmark tasks) is the names the person
+    listed together, in the order said, when they listed more than one (one is left to with_grounded_names).
+
+    Offered both, the embedded model evaluated "the hellaswag and winogrande benchmarks" on hellaswag
+    alone."""
+    return _each_property(parameters, lambda schema, required, _: _all_said(schema, asked))
+
+
+def _all_said(schema: Any, asked: RunWords) -> Any:
+    if not isinstance(schema, dict):
+        return schema
+    if any(union in schema for union in ("anyOf", "oneOf")):
+        return _each_branch(schema, lambda branch: _all_said(branch, asked))
+    items = schema.get("items")
+    if schema.get("type") != "array" or not isinstance(items, dict) or NAMES not in items:
+        return schema
+    said_as = items.get(SAID_AS) or {}
+    names = {n: tuple(said_as.get(n, ())) for n in items[NAMES]}
+    listed = asked.listed(names)
+    # A name said apart from the list is another call's ("run hellaswag and piqa on A, then compare B on
+    # boolq"): which list goes where is left to the model.
+    if len(listed) < 2 or any(asked.said(n, *words) for n, words in names.items() if n not in listed):
+        return schema
+    return {**schema, "prefixItems": [{"type": "string", "enum": [name]} for name in listed],
+            "minItems": len(listed), "maxItems": len(listed)}
 
 
 def with_grounded_names(parameters: dict[str, Any], ids: RunIds, words: RunWords) -> dict[str, Any]:
@@ -458,7 +506,7 @@ class RunReading:
         parameters = with_file_choices(function["parameters"], self.files)
         parameters = with_grounded_numbers(with_grounded_ids(parameters, self.ids), self.numbers)
         parameters = with_grounded_names(with_grounded_choices(parameters, self.words), self.ids, self.words)
-        parameters = with_said_values(parameters, self.asked)
+        parameters = with_said_names(with_said_values(parameters, self.asked), self.asked)
         return {**definition, "function": {**function, "parameters": parameters}}
 
 
