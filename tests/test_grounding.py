@@ -454,6 +454,31 @@ def test_names_the_person_listed_together_are_all_written(request_text, listed):
         assert writes(listed) and not writes(listed[:1]) and not writes(listed[::-1]) and not writes(listed * 2)
 
 
+@pytest.mark.parametrize(("tool", "request_text", "written"), [
+    ("finetune", "Could you run a single epoch of training on smollm2 with file-00112233aabbccdd00112233?",
+     {"epochs": 1}),
+    ("finetune", "Fine-tune smollm2 on file-00112233aabbccdd00112233, capped at 50 training steps.", {"max_steps": 50}),
+    ("finetune", "Fine-tune smollm2 on file-00112233aabbccdd00112233 for 2 or 3 epochs.", {}),  # not one number
+    ("finetune", "Fine-tune smollm2 on file-00112233aabbccdd00112233 with 3 examples.", {}),  # not its unit
+    ("evaluate", "Score smollm2 on piqa, only the first 20 questions, 5-shot.", {"limit": 20, "num_fewshot": 5}),
+    ("evaluate", "Score smollm2 on piqa with 20 to 40 questions.", {}),
+])
+def test_a_count_said_in_its_unit_is_written(tool, request_text, written):
+    """Left free, the model wrote no `epochs` for "run a single epoch of training"."""
+    from agentd.agents.grounding import RunReading
+    from tools.builtin.evaluation import EvaluationTools
+    from tools.builtin.jobs import JobTools
+
+    reading = RunReading()
+    reading.learn(request_text, lambda file_id: "file", by_person=True)
+    toolkit = JobTools if tool == "finetune" else EvaluationTools
+    parameters = reading.definition({"type": "function", "function": {
+        "name": tool, "description": "T.", "parameters": _tool_parameters(toolkit, tool)}})["function"]["parameters"]
+    required = set(parameters["required"]) - {"model", "training_file", "tasks"}
+    assert {name: parameters["properties"][name]["enum"] for name in required} == {
+        name: [value] for name, value in written.items()}
+
+
 def test_a_yes_or_no_without_declared_words_is_left_alone():
     parameters = {"type": "object", "properties": {"loud": {"type": "boolean", "default": False}}}
     assert with_grounded_choices(parameters, said("Say hello.")) == parameters

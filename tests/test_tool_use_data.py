@@ -52,11 +52,11 @@ def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, stage
     kinds = set()
     for row in rows:
         kinds.add(row["kind"].split("/")[0])
-        # Two requests joined that ask one tool twice, with and without an option ("including stopped ones,
-        # which deployments have there been, then list the live endpoints"): what the person surely said is
-        # read for the whole request, so one of the two calls would be written with it. Their other arguments
-        # are still checked.
-        asks_twice = row["kind"].endswith("chain/composed") and _a_tool_called_twice(row)
+        # Two requests joined whose calls take one same option, with it and without ("including stopped ones,
+        # which deployments have there been, then list the live endpoints"; "evaluate A on 40 questions, next
+        # compare B with C"): what the person surely said is read for the whole request, so both calls would
+        # be written with it. Their other arguments are still checked.
+        asks_twice = row["kind"].endswith("chain/composed") and _two_calls_share_an_option(row, everything)
         read: list[tuple[str, bool]] = []
         for message in row["messages"]:
             if message["role"] != "assistant":
@@ -73,13 +73,16 @@ def test_every_trained_step_is_what_the_constrained_agent_may_write(tools, stage
     assert kinds == {"react", "plan", "solve"}
 
 
-def _a_tool_called_twice(row: dict) -> bool:
+def _two_calls_share_an_option(row: dict, definitions: list[dict]) -> bool:
+    options = {d["function"]["name"]: set(d["function"]["parameters"].get("properties", {}))
+               - set(d["function"]["parameters"].get("required", ())) for d in definitions}
     called = []
     for message in row["messages"]:
         if message["role"] == "assistant" and message["content"].startswith("{"):
             step = json.loads(message["content"])
             called += [c["name"] for c in step.get("tool_calls", [])] + [s["tool"] for s in step.get("steps", [])]
-    return len(called) != len(set(called) - {"final_answer"}) + called.count("final_answer")
+    called = [name for name in called if name != "final_answer"]
+    return any(options.get(a, set()) & options.get(b, set()) for i, a in enumerate(called) for b in called[i + 1:])
 
 
 def test_the_listing_names_every_server_tool_and_no_description(tools, rows):

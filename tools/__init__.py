@@ -21,7 +21,7 @@ from tools.files import FileStore
 from tools.media import File, Image
 from tools.registry import ToolLoadError, ToolRegistry
 from tools.results import ToolResult
-from tools.schema import ToolDefinitionError, id_of, one_of_names, path_or_id, said_as
+from tools.schema import ToolDefinitionError, counted_as, id_of, one_of_names, path_or_id, said_as
 
 __all__ = ["File", "FileStore", "FunctionTool", "Image", "Tool", "ToolArgumentError", "ToolContext",
            "ToolDefinitionError", "ToolError", "ToolLoadError", "ToolRegistry", "ToolResult", "Toolkit", "id_of",

@@ -49,6 +49,18 @@ def said_as(*, surely: dict[str, list[str]] | None = None, **words: list[str]) -
     return Field(json_schema_extra=extra)
 
 
+# The JSON-schema key of the words an optional number is counted in: ["epoch", "epochs"].
+COUNTED = "x-agentd-counted"
+
+
+def counted_as(*units: str) -> FieldInfo:
+    """Declares the words an optional number is counted in: `epochs: Annotated[int | None,
+    counted_as("epoch", "epochs")] = None`. A person's turn that says a number right before one of
+    them ("a single epoch", "only the first 20 questions"), and no other number so, has the agent
+    write that value rather than leave the argument out."""
+    return Field(json_schema_extra={COUNTED: list(units)})
+
+
 # The JSON-schema key of a string argument that is a local file's path or a stored file's id, listing the
 # id kinds it takes (`file`).
 PATH_OR_ID = "x-agentd-path-or-id"

@@ -25,7 +25,7 @@ from fractions import Fraction
 from typing import Any
 
 from agentd.agents.files import FILE_TYPES, RunFiles, with_file_choices
-from tools.schema import ID_KINDS, NAMES, OR_PATH, PATH_OR_ID, SAID_AS, SAID_SURELY
+from tools.schema import COUNTED, ID_KINDS, NAMES, OR_PATH, PATH_OR_ID, SAID_AS, SAID_SURELY
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
 # "3-shot" is a 3, and so is "3:" or "3." ending a phrase.
@@ -164,6 +164,14 @@ class RunWords:
             longest = max(longest, run, key=len)
         return longest
 
+    def counted(self, *units: str) -> list[float]:
+        """The numbers read right before one of `units` ("20 questions", "a single epoch", "5-shot"; both of
+        "2 or 3 epochs")."""
+        unit = "|".join(re.escape(_as_words(u)) for u in sorted(units, key=len, reverse=True))
+        number = r"\d+(?:\.\d+)?|" + "|".join(_WORDS)
+        said = re.finditer(rf"\b({number})(?: (?:or|to|and) ({number}))? (?:{unit})\b", self._text)
+        return [float(_WORDS.get(n, n)) for m in said for n in m.groups() if n]
+
     def _found(self, phrase: str) -> list[re.Match[str]]:
         return list(re.finditer(rf"\b{re.escape(_as_words(phrase))}\b", self._text))
 
@@ -221,14 +229,35 @@ def with_said_values(parameters: dict[str, Any], asked: RunWords) -> dict[str, A
 
     def write(prop: dict[str, Any], name: str) -> dict[str, Any]:
         value = _surely_said(prop, asked) if "default" in prop else None
+        value = _counted(prop, asked) if value is None and "default" in prop else value
         if value is None:
             return prop
         written.append(name)
         described = {"description": prop["description"]} if "description" in prop else {}
-        return {"type": "boolean" if isinstance(value, bool) else "string", "enum": [value], **described}
+        kind = {bool: "boolean", str: "string", int: "integer", float: "number"}[type(value)]
+        return {"type": kind, "enum": [value], **described}
 
     narrowed = _optional_narrowed(parameters, write)
     return {**narrowed, "required": [*(parameters.get("required") or ()), *written]} if written else parameters
+
+
+def _counted(prop: dict[str, Any], asked: RunWords) -> int | float | None:
+    """The one number the request said in the argument's units ("a single epoch"), if the run may write it."""
+    for branch in (b for b in prop.get("anyOf", [prop]) if isinstance(b, dict)):
+        units = branch.get(COUNTED) or prop.get(COUNTED)
+        if not units or branch.get("type") not in ("integer", "number"):
+            continue
+        said = set(asked.counted(*units))
+        if len(said) != 1:
+            continue
+        value = said.pop()
+        if branch["type"] == "integer" and not value.is_integer():
+            continue
+        value = int(value) if branch["type"] == "integer" or value.is_integer() else value
+        # Among the numbers grounded for it (with_grounded_numbers), else within its bounds.
+        if value in branch.get("enum", [value]) and ("enum" in branch or _within(value, branch)):
+            return value
+    return None
 
 
 def _surely_said(prop: dict[str, Any], asked: RunWords) -> bool | str | None:

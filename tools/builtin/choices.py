@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from tools.schema import said_as
+from pydantic import Field
+
+from tools.schema import counted_as, said_as
 
 _FULL = ["all the weights", "all weights", "every weight", "all parameters", "all the parameters"]
 _QLORA = ["4-bit", "4 bit", "quantized", "quantised"]
@@ -23,3 +25,10 @@ Wait = Annotated[bool, said_as(false=[
     # "wait" alone may be "wait for it to finish".
     surely={"false": ["don't wait", "do not wait", "dont wait", "without waiting", "not wait", "no waiting",
                       "in the background", "right away", "immediately", "at once", "non-blocking"]})]
+
+# Counts said with their unit ("a single epoch", "the first 20 questions", "capped at 50 training steps").
+Epochs = Annotated[float, Field(gt=0, le=100), counted_as("epoch", "epochs", "pass", "passes")] | Literal["auto"]
+SampleLimit = Annotated[int | None, Field(ge=1), counted_as("question", "questions", "sample", "samples")]
+MaxSteps = Annotated[int | None, Field(ge=1), counted_as("step", "steps", "training step", "training steps",
+                                                         "optimizer step", "optimizer steps")]
+FewShot = Annotated[int | None, Field(ge=0, le=64), counted_as("shot", "shots", "worked example", "worked examples")]

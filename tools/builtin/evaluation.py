@@ -19,7 +19,7 @@ from pydantic import Field
 from agentd.jobs.evaluate import EvaluationRequestError, format_metric, leaderboard_of, results_path, task_result
 from evaluation.tasks import builtin_tasks
 from tools.base import ToolError
-from tools.builtin.choices import Wait
+from tools.builtin.choices import FewShot, SampleLimit, Wait
 from tools.builtin.data_files import local_data_path
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
@@ -38,7 +38,6 @@ _TIMEOUT_S = MAX_WAIT_S + 600  # the longest wait plus loading every task before
 TASKS_SAID_AS = {"support_qa": ["support questions", "support question"], "mmlu_subset": ["mmlu"]}
 TaskName = Annotated[str, one_of_names(builtin_tasks(), said=TASKS_SAID_AS, or_path=True)]
 Tasks = Annotated[list[TaskName], Field(min_length=1, max_length=20)]
-Limit = Annotated[int | None, Field(ge=1)]
 MaxWait = Annotated[float, Field(ge=0, le=MAX_WAIT_S)]
 
 
@@ -49,8 +48,8 @@ class EvaluationTools(Toolkit):
         self.service, self.poll_s = service, poll_s
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
-    async def evaluate(self, model: str, tasks: Tasks, ctx: ToolContext, limit: Limit = None,
-                       num_fewshot: Annotated[int | None, Field(ge=0, le=64)] = None, wait: Wait = True,
+    async def evaluate(self, model: str, tasks: Tasks, ctx: ToolContext, limit: SampleLimit = None,
+                       num_fewshot: FewShot = None, wait: Wait = True,
                        max_wait_s: MaxWait = 1800.0) -> dict:
         """Evaluate a served model on benchmark tasks; each score comes with its standard error.
 
@@ -70,7 +69,7 @@ class EvaluationTools(Toolkit):
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
     async def compare_models(self, model_a: str, model_b: str, tasks: Tasks, ctx: ToolContext,
-                             limit: Limit = None, max_wait_s: MaxWait = 3600.0) -> dict:
+                             limit: SampleLimit = None, max_wait_s: MaxWait = 3600.0) -> dict:
         """Evaluate two served models on the same tasks and say, per task, which scored higher and
         whether the difference is larger than noise.
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from agentd.jobs import JobNotFound
 from tools.base import ToolError
-from tools.builtin.choices import Method, Wait
+from tools.builtin.choices import Epochs, MaxSteps, Method, Wait
 from tools.builtin.data_files import training_file_id
 from tools.builtin.model_names import resolve_if_known, served_by_jobs
 from tools.context import ToolContext
@@ -30,7 +30,6 @@ MAX_WAIT_S = 12 * 3600
 # The tool's own limit covers the longest wait plus checking the file before it.
 _TIMEOUT_S = MAX_WAIT_S + 600
 # "auto": chosen by the jobs service from the data set's size, as OpenAI does.
-Epochs = Annotated[float, Field(gt=0, le=100)] | Literal["auto"]
 BatchSize = Annotated[int, Field(ge=1, le=1024)] | Literal["auto"]
 JobStatus = Annotated[Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"], said_as(
     validating_files=["validating"], queued=["waiting", "pending", "queue"],
@@ -50,7 +49,7 @@ class JobTools(Toolkit):
     async def finetune(self, model: str, training_file: Annotated[str, path_or_id("file")], ctx: ToolContext,
                        method: Method = "lora",
                        epochs: Epochs = "auto",
-                       max_steps: Annotated[int | None, Field(ge=1)] = None,
+                       max_steps: MaxSteps = None,
                        learning_rate: Annotated[float | None, Field(gt=0, lt=1)] = None,
                        wait: Wait = True,
                        max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 1800.0,

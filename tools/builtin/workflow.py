@@ -17,7 +17,7 @@ from pydantic import Field
 
 from agentd.jobs.evaluate import EvaluationRequestError, check_tasks
 from tools.base import ToolError
-from tools.builtin.choices import Method
+from tools.builtin.choices import MaxSteps, Method, SampleLimit
 from tools.builtin.data_files import training_file_id
 from tools.builtin.deployment import deployment_summary, follow_deployment
 from tools.builtin.evaluation import TaskName, compare_pairs, follow_evaluation, start_evaluation
@@ -49,14 +49,14 @@ class WorkflowTools(Toolkit):
     async def tune_and_evaluate(self, model: str, training_file: Annotated[str, path_or_id("file")], ctx: ToolContext,
                                 tasks: Annotated[list[TaskName] | None, Field(max_length=20)] = None,
                                 method: Method = "lora",
-                                limit: Annotated[int | None, Field(ge=1)] = None,
+                                limit: SampleLimit = None,
                                 deploy_better: Annotated[bool, said_as(
                                     true=["deploy", "deploys", "serve", "serving", "winner", "whichever wins"],
                                     surely={"true": ["deploy whichever", "deploy the better", "deploy the best",
                                                      "deploy the winner", "serve whichever", "serve the better",
                                                      "serve the best", "serve the winner"]})] = False,
                                 max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 7200.0,
-                                max_steps: Annotated[int | None, Field(ge=1)] = None) -> dict:
+                                max_steps: MaxSteps = None) -> dict:
         """Fine-tune a model on a data file, evaluate the base and the tuned model on the same tasks, say which is better, and optionally deploy the better one.
 
         Args:
