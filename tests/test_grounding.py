@@ -462,16 +462,21 @@ def test_names_the_person_listed_together_are_all_written(request_text, listed):
     ("finetune", "Fine-tune smollm2 on file-00112233aabbccdd00112233 with 3 examples.", {}),  # not its unit
     ("evaluate", "Score smollm2 on piqa, only the first 20 questions, 5-shot.", {"limit": 20, "num_fewshot": 5}),
     ("evaluate", "Score smollm2 on piqa with 20 to 40 questions.", {}),
+    ("deploy", "Deploy smollm2 and unload it after 10 minutes without use.", {"keep_alive": "10m"}),  # as written
+    ("deploy", "Serve smollm2; free it when unused for 2 hours.", {"keep_alive": "2h"}),
+    ("deploy", "Deploy smollm2, drop it after 10 idle minutes.", {}),  # not right before its unit
 ])
 def test_a_count_said_in_its_unit_is_written(tool, request_text, written):
-    """Left free, the model wrote no `epochs` for "run a single epoch of training"."""
+    """Left free, the model wrote no `epochs` for "run a single epoch of training", no `keep_alive` for
+    "unload it after 10 minutes without use"."""
     from agentd.agents.grounding import RunReading
+    from tools.builtin.deployment import DeploymentTools
     from tools.builtin.evaluation import EvaluationTools
     from tools.builtin.jobs import JobTools
 
     reading = RunReading()
     reading.learn(request_text, lambda file_id: "file", by_person=True)
-    toolkit = JobTools if tool == "finetune" else EvaluationTools
+    toolkit = {"finetune": JobTools, "evaluate": EvaluationTools, "deploy": DeploymentTools}[tool]
     parameters = reading.definition({"type": "function", "function": {
         "name": tool, "description": "T.", "parameters": _tool_parameters(toolkit, tool)}})["function"]["parameters"]
     required = set(parameters["required"]) - {"model", "training_file", "tasks"}

@@ -49,16 +49,19 @@ def said_as(*, surely: dict[str, list[str]] | None = None, **words: list[str]) -
     return Field(json_schema_extra=extra)
 
 
-# The JSON-schema key of the words an optional number is counted in: ["epoch", "epochs"].
+# The JSON-schema key of the words an optional number is counted in, each with how a count in it is
+# written: {"epoch": "{}", "epochs": "{}"}, or for a duration's string {"minutes": "{}m"}.
 COUNTED = "x-agentd-counted"
 
 
-def counted_as(*units: str) -> FieldInfo:
+def counted_as(*units: str, **written: str) -> FieldInfo:
     """Declares the words an optional number is counted in: `epochs: Annotated[int | None,
     counted_as("epoch", "epochs")] = None`. A person's turn that says a number right before one of
     them ("a single epoch", "only the first 20 questions"), and no other number so, has the agent
-    write that value rather than leave the argument out."""
-    return Field(json_schema_extra={COUNTED: list(units)})
+    write that value rather than leave the argument out. A string says how a count is written in it,
+    per unit: `keep_alive: Annotated[str | None, counted_as(minutes="{}m", hours="{}h")]` ("after 10
+    minutes without use" is "10m")."""
+    return Field(json_schema_extra={COUNTED: {unit: "{}" for unit in units} | written})
 
 
 # The JSON-schema key of a string argument that is a local file's path or a stored file's id, listing the

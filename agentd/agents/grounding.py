@@ -164,13 +164,14 @@ class RunWords:
             longest = max(longest, run, key=len)
         return longest
 
-    def counted(self, *units: str) -> list[float]:
-        """The numbers read right before one of `units` ("20 questions", "a single epoch", "5-shot"; both of
-        "2 or 3 epochs")."""
-        unit = "|".join(re.escape(_as_words(u)) for u in sorted(units, key=len, reverse=True))
+    def counted(self, *units: str) -> list[tuple[float, str]]:
+        """The numbers read right before one of `units`, each with its unit as declared ("20 questions", "a
+        single epoch", "5-shot"; both of "2 or 3 epochs")."""
+        declared = {_as_words(unit): unit for unit in units}
+        unit = "|".join(re.escape(u) for u in sorted(declared, key=len, reverse=True))
         number = r"\d+(?:\.\d+)?|" + "|".join(_WORDS)
-        said = re.finditer(rf"\b({number})(?: (?:or|to|and) ({number}))? (?:{unit})\b", self._text)
-        return [float(_WORDS.get(n, n)) for m in said for n in m.groups() if n]
+        said = re.finditer(rf"\b({number})(?: (?:or|to|and) ({number}))? ({unit})\b", self._text)
+        return [(float(_WORDS.get(n, n)), declared[m[3]]) for m in said for n in m.groups()[:2] if n]
 
     def _found(self, phrase: str) -> list[re.Match[str]]:
         return list(re.finditer(rf"\b{re.escape(_as_words(phrase))}\b", self._text))
@@ -241,16 +242,23 @@ def with_said_values(parameters: dict[str, Any], asked: RunWords) -> dict[str, A
     return {**narrowed, "required": [*(parameters.get("required") or ()), *written]} if written else parameters
 
 
-def _counted(prop: dict[str, Any], asked: RunWords) -> int | float | None:
-    """The one number the request said in the argument's units ("a single epoch"), if the run may write it."""
+def _counted(prop: dict[str, Any], asked: RunWords) -> int | float | str | None:
+    """The one number the request said in the argument's units ("a single epoch"), if the run may write it;
+    for a string, as it is written in the unit said ("10 minutes" as "10m")."""
     for branch in (b for b in prop.get("anyOf", [prop]) if isinstance(b, dict)):
         units = branch.get(COUNTED) or prop.get(COUNTED)
-        if not units or branch.get("type") not in ("integer", "number"):
+        if not units or branch.get("type") not in ("integer", "number", "string"):
             continue
-        said = set(asked.counted(*units))
-        if len(said) != 1:
+        said = {(number, units[unit]) for number, unit in asked.counted(*units)}
+        if branch["type"] == "string":
+            written = {form.format(int(n) if n.is_integer() else n) for n, form in said}
+            if len(written) == 1:
+                return written.pop()
             continue
-        value = said.pop()
+        numbers = {number for number, _ in said}
+        if len(numbers) != 1:
+            continue
+        value = numbers.pop()
         if branch["type"] == "integer" and not value.is_integer():
             continue
         value = int(value) if branch["type"] == "integer" or value.is_integer() else value

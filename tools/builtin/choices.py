@@ -32,3 +32,6 @@ SampleLimit = Annotated[int | None, Field(ge=1), counted_as("question", "questio
 MaxSteps = Annotated[int | None, Field(ge=1), counted_as("step", "steps", "training step", "training steps",
                                                          "optimizer step", "optimizer steps")]
 FewShot = Annotated[int | None, Field(ge=0, le=64), counted_as("shot", "shots", "worked example", "worked examples")]
+# A duration written as the tools take it ("30s", "5m", "1h").
+Duration = Annotated[str, counted_as(second="{}s", seconds="{}s", sec="{}s", secs="{}s", minute="{}m", minutes="{}m",
+                                     min="{}m", mins="{}m", hour="{}h", hours="{}h")]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field
 
 from tools.base import ToolError
-from tools.builtin.choices import Wait
+from tools.builtin.choices import Duration, Wait
 from tools.builtin.model_names import UnknownModel, resolve_if_known, served_by_deployments
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
@@ -42,7 +42,7 @@ class DeploymentTools(Toolkit):
                      engine: Annotated[Literal["auto", "embedded", "vllm"], said_as(
                          embedded=["built-in", "builtin", "built in", "in-process", "local engine"])] = "auto",
                      adapters: Annotated[list[str], Field(max_length=16)] = [],  # noqa: B006 (pydantic copies it)
-                     keep_alive: float | str | None = None,
+                     keep_alive: float | Duration | None = None,
                      wait: Wait = True,
                      max_wait_s: Annotated[float, Field(ge=0, le=MAX_WAIT_S)] = 900.0) -> dict:
         """Deploy (serve) a model so it can be chatted with; the answer gives the model id to use.
