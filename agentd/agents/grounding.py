@@ -212,11 +212,15 @@ def _said_words(schema: dict[str, Any], prop: dict[str, Any]) -> dict[str, list[
     """Per value, the words that say it: the tool's `said_as` and `surely` words, declared on the
     property or on its branch of a `| None`."""
     said: dict[str, list[str]] = {}
-    for declared in (schema.get(SAID_AS) or prop.get(SAID_AS) or {},
-                     schema.get(SAID_SURELY) or prop.get(SAID_SURELY) or {}):
+    for declared in (_declared(SAID_AS, schema, prop), _declared(SAID_SURELY, schema, prop)):
         for value, phrases in declared.items():
             said[value] = said.get(value, []) + list(phrases)
     return said
+
+
+def _declared(key: str, branch: dict[str, Any], prop: dict[str, Any]) -> dict[str, Any]:
+    """What a tool declared under `key` (tools.schema) for an argument: on its branch of a `| None`, or on it."""
+    return branch.get(key) or prop.get(key) or {}
 
 
 def with_said_values(parameters: dict[str, Any], asked: RunWords) -> dict[str, Any]:
@@ -229,8 +233,11 @@ def with_said_values(parameters: dict[str, Any], asked: RunWords) -> dict[str, A
     written: list[str] = []
 
     def write(prop: dict[str, Any], name: str) -> dict[str, Any]:
-        value = _surely_said(prop, asked) if "default" in prop else None
-        value = _counted(prop, asked) if value is None and "default" in prop else value
+        if "default" not in prop:
+            return prop
+        value = _surely_said(prop, asked)
+        if value is None:
+            value = _counted(prop, asked)
         if value is None:
             return prop
         written.append(name)
@@ -246,7 +253,7 @@ def _counted(prop: dict[str, Any], asked: RunWords) -> int | float | str | None:
     """The one number the request said in the argument's units ("a single epoch"), if the run may write it;
     for a string, as it is written in the unit said ("10 minutes" as "10m")."""
     for branch in (b for b in prop.get("anyOf", [prop]) if isinstance(b, dict)):
-        units = branch.get(COUNTED) or prop.get(COUNTED)
+        units = _declared(COUNTED, branch, prop)
         if not units or branch.get("type") not in ("integer", "number", "string"):
             continue
         said = {(number, units[unit]) for number, unit in asked.counted(*units)}
@@ -261,9 +268,9 @@ def _counted(prop: dict[str, Any], asked: RunWords) -> int | float | str | None:
         value = numbers.pop()
         if branch["type"] == "integer" and not value.is_integer():
             continue
-        value = int(value) if branch["type"] == "integer" or value.is_integer() else value
+        value = int(value) if value.is_integer() else value
         # Among the numbers grounded for it (with_grounded_numbers), else within its bounds.
-        if value in branch.get("enum", [value]) and ("enum" in branch or _within(value, branch)):
+        if value in branch["enum"] if "enum" in branch else _within(value, branch):
             return value
     return None
 
@@ -272,7 +279,7 @@ def _surely_said(prop: dict[str, Any], asked: RunWords) -> bool | str | None:
     """The one value other than the default that the request surely said, or None."""
     branches = [b for b in prop.get("anyOf", [prop]) if isinstance(b, dict) and b.get("type") != "null"]
     for branch in branches:
-        surely = branch.get(SAID_SURELY) or prop.get(SAID_SURELY) or {}
+        surely = _declared(SAID_SURELY, branch, prop)
         if not surely:
             continue
         # A yes or no's default is named only in its words; a choice's also by its name.
