@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -179,7 +180,10 @@ async def test_rewoo_passes_the_file_a_step_made_to_a_later_step(tools, tmp_path
     assert llm.schemas[0]["properties"]["steps"]["prefixItems"] == [{"$ref": "#/$defs/step_paint"}]
     variant = llm.schemas[0]["$defs"]["step_invert_image"]
     choices = variant["properties"]["arguments"]["properties"]["image"]["anyOf"]
-    assert choices[0]["enum"] == [photo] and choices[1]["pattern"] == r"^#E[0-9]+$"  # a whole step: its file
+    assert choices[0]["enum"] == [photo]
+    # A whole step (its file), of those a plan this long can have before another.
+    assert re.fullmatch(choices[1]["pattern"], "#E1") and not re.fullmatch(choices[1]["pattern"], "#E1.size")
+    assert not re.fullmatch(choices[1]["pattern"], "#E15")
     await runtime.close()
 
 
@@ -334,6 +338,26 @@ def test_a_picture_sent_with_a_named_tool_choice_comes_back_inverted_and_linked(
     run = httpx.get(f"{image_server.url}/v1/runs/{chunks[0].model_extra['run_id']}").json()
     assert run["tool_choice"] == {"type": "function", "function": {"name": "invert_image"}}
     assert run["answer"] == content
+
+
+def test_a_corner_and_size_the_person_said_are_what_the_call_writes(image_server):
+    """Through the openai client, with the embedded model thinking: the corner and sides said are the
+    crop's arguments whatever the model would have chosen (the plain 135M model cropped "the top-left
+    corner, 50 pixels wide and 40 high" at x 50, 100 high)."""
+    picture = PILImage.new("RGB", (30, 20), (0, 0, 255))
+    picture.paste((255, 0, 0), (0, 0, 8, 6))  # the top-left 8 by 6 pixels are red
+    reply = image_server.client().chat.completions.create(
+        model="agentd-react", tool_choice={"type": "function", "function": {"name": "crop_image"}},
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Cut out the top-left corner of this picture, 8 pixels wide and 6 high."},
+            {"type": "image_url", "image_url": {"url": Image.from_pil(picture).to_data_url()}}]}])
+    steps = reply.choices[0].message.model_extra["agent_steps"]
+    call = next(s for s in steps if s["type"] == "tool_call")
+    assert {key: call["arguments"][key] for key in ("x", "y", "width", "height")} == {
+        "x": 0, "y": 0, "width": 8, "height": 6}
+    observation = next(s for s in steps if s["type"] == "observation")
+    cropped = PILImage.open(io.BytesIO(httpx.get(observation["artifacts"][0]["url"]).content)).convert("RGB")
+    assert cropped.size == (8, 6) and cropped.getcolors() == [(48, (255, 0, 0))]
 
 
 def test_a_tool_choice_an_agent_cannot_call_is_refused(image_server):

@@ -203,6 +203,14 @@ async def test_rewoo_follow_up_makes_the_calls_the_plan_could_not_write(tools, t
     assert steps[4].call.id == "#E2" and steps[5].content == "35" and outcome.answer == "35"
     assert llm.seen[-1][1][-2]["content"] == "times five"
     assert llm.seen[-1][1][-1] == {"role": "tool", "tool_call_id": "#E2", "name": "calculator", "content": "35"}
+    # A plan step repeating an earlier one is shown once (its thought, "then multiply", would say it was done).
+    twice = {"steps": [{"thought": "add", "tool": "calculator", "arguments": {"expression": "6 + 1"}},
+                       {"thought": "then multiply", "tool": "calculator", "arguments": {"expression": "6 + 1"}}]}
+    repeated = ScriptedChatModel(structured=[twice], acts=[times_five, answer("35")])
+    await run(runtime, "agentd-rewoo", "add six and one, then multiply that by five", repeated)
+    shown = repeated.seen[1][1]
+    assert [m["content"] for m in shown if m["role"] == "assistant"] == ["add"]
+    assert [m["tool_call_id"] for m in shown if m["role"] == "tool"] == ["#E1"]
     # Out of steps once the plan has run, the solver answers without asking the model for more.
     short = await open_runtime(tools, tmp_path / "short", max_steps=1)
     solved = ScriptedChatModel(structured=[plan], chats=["7"])
@@ -210,6 +218,23 @@ async def test_rewoo_follow_up_makes_the_calls_the_plan_could_not_write(tools, t
     assert [kind for kind, _ in solved.seen] == ["structured", "chat"] and outcome.answer == "7"
     await short.close()
     await runtime.close()
+
+
+def test_a_plan_s_number_reference_takes_the_number_of_that_name_in_the_result():
+    """Planned as `x: "#E1"` after detect_faces, a crop was given the whole result and refused."""
+    from agentd.agents.rewoo import _substitute
+
+    faces = ('{"faces": 1, "boxes": [{"x": 176, "y": 65, "width": 96, "height": 96}], '
+             '"image": {"width": 512, "height": 512}}\n[image file-00112233: image/jpeg 512x512]')
+    crop = {"image": "#E1", "x": "#E1", "y": "#E1.y", "width": "#E1", "height": "#E1.height"}
+    assert _substitute(crop, {"#E1": faces}, {"#E1": "file-00112233"}, {"image"}, {"x", "y", "width", "height"}) == {
+        "image": "file-00112233", "x": 176, "y": 65, "width": 96, "height": 96}  # the first face's, not the picture's
+    stats = '{"width": 320, "height": 240, "channels": {"R": {"max": 250}}}'
+    assert _substitute({"height": "#E1.height"}, {"#E1": stats}, number_parameters={"height"}) == {"height": 240}
+    # Other arguments take the field named, or the whole result.
+    job = '{"model": "smollm2", "fine_tuned_model": "ft:x"}'
+    assert _substitute({"model": "#E1.fine_tuned_model", "suffix": "#E1"}, {"#E1": job}) == {
+        "model": "ft:x", "suffix": {"model": "smollm2", "fine_tuned_model": "ft:x"}}
 
 
 async def test_planner_searches_sub_questions_and_cites(tools, tmp_path):

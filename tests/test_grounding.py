@@ -178,12 +178,13 @@ UNDEPLOY = {"type": "object", "required": ["deployment"], "properties": {"deploy
 
 @pytest.mark.parametrize("read_dep", [False, True])
 def test_an_argument_naming_its_id_kind_takes_no_id_of_another_kind_the_run_read(read_dep):
-    """The embedded model once sent "turn file-… upside down" to `undeploy`, with the picture's id."""
+    """The embedded model once sent "turn file-… upside down" to `undeploy`, with the picture's id (and,
+    refused that, with `file_…`)."""
     text = f"Turn {UPLOAD} upside down" + (" after dep-0123456789abcdef" if read_dep else "")
     schema = with_grounded_ids(UNDEPLOY, ids_read(text))
     for allowed in ("smollm2-135m-instruct", "ft:smollm2:agentd::4a3a1b2c", "file", "depot"):
         jsonschema.validate({"deployment": allowed}, schema)
-    refused = [UPLOAD, "file-0000aaaa1111"] + (["dep-00001111aaaa"] if read_dep else [])
+    refused = [UPLOAD, "file-0000aaaa1111", UPLOAD.replace("-", "_")] + (["dep-00001111aaaa"] if read_dep else [])
     for value in refused:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate({"deployment": value}, schema)
@@ -482,6 +483,109 @@ def test_a_count_said_in_its_unit_is_written(tool, request_text, written):
     required = set(parameters["required"]) - {"model", "training_file", "tasks"}
     assert {name: parameters["properties"][name]["enum"] for name in required} == {
         name: [value] for name, value in written.items()}
+
+
+def _picture_call(tool: str, request_text: str, *results: str) -> dict:
+    """The parameters of a picture tool as a run that read `request_text` (the person's) and `results` has them."""
+    from agentd.agents.grounding import RunReading
+    from tools.builtin.image_generation import ImageGenerationTools
+    from tools.builtin.vision import crop_image, detect_faces, resize_image
+
+    reading = RunReading()
+    reading.learn(request_text, lambda file_id: "image", by_person=True)
+    for result in results:
+        reading.read_result(result)
+    definition = {"crop_image": crop_image, "resize_image": resize_image, "detect_faces": detect_faces,
+                  "text_to_image": ImageGenerationTools(None).text_to_image}[tool].definition()
+    return reading.definition(definition)["function"]["parameters"]
+
+
+def _written(parameters: dict, *names: str) -> dict:
+    """Per argument, the values the step grammar leaves it (None: any it allows, or it may be left out)."""
+    required = set(parameters.get("required") or ())
+    return {name: parameters["properties"][name].get("enum") if name in required else None for name in names}
+
+
+PHOTO = "file-58595f70f4919f3da11ecb60"
+
+
+@pytest.mark.parametrize(("tool", "request_text", "written"), [
+    ("text_to_image", "Generate a 256 by 256 image of a red bicycle.", {"width": [256], "height": [256]}),
+    ("text_to_image", "Paint a lighthouse, 640x480.", {"width": [640], "height": [480]}),
+    ("text_to_image", "Paint a lighthouse, 100 by 100.", {"width": None, "height": None}),  # not a multiple of 8
+    ("resize_image", f"Make {PHOTO} 300 pixels wide.", {"width": [300], "height": None}),
+    ("resize_image", f"Shrink {PHOTO} to 64 by 48, then another copy to 32x24.", {"width": None, "height": None}),
+    ("crop_image", f"Cut out the top-left corner of {PHOTO}, 50 pixels wide and 40 high.",
+     {"x": [0], "y": [0], "width": [50], "height": [40]}),
+    # Its left edge is not said: a number read (said_or_read), the model's choice.
+    ("crop_image", f"Crop the top right corner of {PHOTO}, 30 wide and 20 tall.",
+     {"x": [20, 30], "y": [0], "width": [30], "height": [20]}),
+    # Two corners: two crops, whose edges are the model's to write.
+    ("crop_image", f"Crop the top-left corner of {PHOTO}, then the bottom-right corner.",
+     {"x": None, "y": None, "width": None, "height": None}),
+])
+def test_a_size_or_corner_said_is_written(tool, request_text, written):
+    """The model wrote no width or height for "a 256 by 256 image", and cropped "the top-left corner,
+    50 pixels wide and 40 high" at x 50, 100 high."""
+    assert _written(_picture_call(tool, request_text), *written) == written
+
+
+def test_a_share_of_a_field_read_is_written_for_the_argument_of_its_name():
+    """"Resize it to half that height" was resized to the height read, 240, not 120."""
+    asked = f"Look at how tall {PHOTO} is, then resize it to half that height."
+    measured = '{"width": 320, "height": 240, "mode": "RGB"}'
+    assert _written(_picture_call("resize_image", asked, measured), "width", "height") == {"width": None,
+                                                                                             "height": [120]}
+    odd = '{"width": 320, "height": 375}'
+    assert _written(_picture_call("resize_image", asked, odd), "height") == {"height": [187, 188]}
+    doubled = _picture_call("resize_image", f"Check {PHOTO}'s size and make it twice its width.", measured)
+    assert _written(doubled, "width", "height") == {"width": [640], "height": None}
+
+
+def test_a_number_never_guessed_is_one_read_and_the_tool_waits_for_one():
+    """Planned before the face was found, the crop was at a made-up box (120, 120, 60 by 60)."""
+    from agentd.agents.rewoo import plan_schema
+
+    asked = f"Find the face in {PHOTO} and crop it out."
+    waiting = _picture_call("crop_image", asked)
+    assert unfillable(waiting) == ["x", "y", "width", "height"]
+    crop = {"type": "function", "function": {"name": "crop_image", "description": "C.", "parameters": waiting}}
+    faces = {"type": "function", "function": {"name": "detect_faces", "description": "F.",
+                                              "parameters": _picture_call("detect_faces", asked)}}
+    plan = plan_schema([crop, faces], 3)
+
+    def planned(x) -> dict:
+        return {"steps": [{"thought": "t", "tool": "detect_faces", "arguments": {"image": PHOTO}},
+                          {"thought": "t", "tool": "crop_image", "arguments": {
+                              "image": PHOTO, "x": x, "y": "#E1.y", "width": "#E1.width", "height": "#E1.height"}}]}
+
+    jsonschema.validate(planned("#E1.x"), plan)  # a later step may pass a result's number, not make one up
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(planned(120), plan)
+    found = _picture_call("crop_image", asked, '{"faces": 1, "boxes": [{"x": 176, "y": 65, "width": 96, "height": '
+                                               '96}], "image": {"width": 512, "height": 512}}')
+    assert unfillable(found) == []
+    offered = {name: found["properties"][name]["enum"] for name in ("x", "y", "width", "height")}
+    assert offered["x"][0] == 176 and offered["y"][0] == 65 and 96 in offered["width"] and 96 in offered["height"]
+    assert 120 not in offered["x"]
+
+
+def test_a_tool_needing_one_of_a_group_waits_until_the_run_has_read_a_value_for_one():
+    """A plan resized a picture before measuring it, with no size at all: resize_image needs a width or
+    a height, and neither can be written before the run has read a number."""
+    from agentd.agents.rewoo import plan_schema
+    from tools.builtin.vision import image_stats
+
+    asked = f"Look at how tall {PHOTO} is, then resize it to half that height."
+    waiting = _picture_call("resize_image", asked)
+    assert unfillable(waiting) == ["width or height"]
+    assert unfillable(_picture_call("resize_image", asked, '{"width": 320, "height": 240}')) == []
+    resize = {"type": "function", "function": {"name": "resize_image", "description": "R.", "parameters": waiting}}
+    plan = plan_schema([resize, image_stats.definition()], 3)
+    named = json.dumps(plan)
+    assert '"const": "image_stats"' in named and '"const": "resize_image"' not in named
+    # A tool_choice naming it still may (the tool then says what is missing).
+    assert '"const": "resize_image"' in json.dumps(plan_schema([resize], 3, first="resize_image"))
 
 
 def test_a_yes_or_no_without_declared_words_is_left_alone():

@@ -147,3 +147,32 @@ def test_definition_errors_name_the_problem(source, message):
 def test_bad_tool_names_are_refused():
     with pytest.raises(ToolDefinitionError, match="tool name"):
         tool(name="has space")(everything.fn)
+
+
+def frame_picture(width: int | None = None, height: int | None = None, label: str = "") -> str:
+    """Frame a picture.
+
+    Args:
+        width: the new width.
+        height: the new height.
+        label: a caption.
+    """
+    return f"{width}x{height}"
+
+
+async def test_a_group_of_optional_arguments_a_call_gives_one_of_is_declared_and_checked():
+    from tools.base import ToolArgumentError
+    from tools.schema import NEEDS_ONE_OF
+
+    frame = tool(needs_one_of=[("width", "height")])(frame_picture)
+    assert frame.parameters[NEEDS_ONE_OF] == [["width", "height"]]
+    assert frame.validate({"height": 5}).height == 5
+    with pytest.raises(ToolArgumentError, match="give width or height"):
+        frame.validate({"label": "no size"})
+    refused = await frame.invoke({"width": None})
+    assert refused.error.kind == "invalid_arguments" and "give width or height" in refused.observation()
+    # The group names optional arguments that default to None, two or more of them.
+    for groups, problem in (([("width", "label")], "'label'"), ([("width",)], "two or more"),
+                            ([("width", "depth")], "'depth'"), (["wh"], "two or more")):
+        with pytest.raises(ToolDefinitionError, match=problem):
+            tool(needs_one_of=groups)(frame_picture)

@@ -21,8 +21,9 @@ from tools.files import FileStore
 from tools.media import File, Image
 from tools.registry import ToolLoadError, ToolRegistry
 from tools.results import ToolResult
-from tools.schema import ToolDefinitionError, counted_as, id_of, one_of_names, path_or_id, said_as
+from tools.schema import (ToolDefinitionError, counted_as, id_of, one_of_names, path_or_id, said_as, said_or_read,
+                          side_of_size)
 
 __all__ = ["File", "FileStore", "FunctionTool", "Image", "Tool", "ToolArgumentError", "ToolContext",
-           "ToolDefinitionError", "ToolError", "ToolLoadError", "ToolRegistry", "ToolResult", "Toolkit", "id_of",
-           "one_of_names", "path_or_id", "said_as", "tool"]
+           "ToolDefinitionError", "ToolError", "ToolLoadError", "ToolRegistry", "ToolResult", "Toolkit", "counted_as",
+           "id_of", "one_of_names", "path_or_id", "said_as", "said_or_read", "side_of_size", "tool"]

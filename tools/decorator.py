@@ -6,14 +6,14 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, overload
 
 from pydantic import BaseModel, ValidationError
 
 from tools.base import Tool, ToolArgumentError
 from tools.context import ToolContext
-from tools.schema import ToolDefinitionError, json_schema_of, output_schema_of, read_signature
+from tools.schema import NEEDS_ONE_OF, ToolDefinitionError, json_schema_of, output_schema_of, read_signature
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 
@@ -23,7 +23,7 @@ class FunctionTool(Tool):
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
                  timeout: float | None = None, requires_approval: bool = False, long_running: bool = False,
-                 changing: bool = False):
+                 changing: bool = False, needs_one_of: Sequence[Sequence[str]] = ()):
         self.name = name or fn.__name__
         if not _NAME.match(self.name):
             raise ToolDefinitionError(f"tool name {self.name!r}: use letters, digits, '_' or '-' (at most 64)")
@@ -32,6 +32,9 @@ class FunctionTool(Tool):
         self.description = description or signature.description
         self.arguments_model: type[BaseModel] = signature.arguments
         self.parameters = json_schema_of(signature.arguments)
+        self.needs_one_of = _groups(needs_one_of, signature.arguments, self.name)
+        if self.needs_one_of:
+            self.parameters[NEEDS_ONE_OF] = [list(group) for group in self.needs_one_of]
         self.output_schema = output_schema_of(signature.returns)
         self.returns = signature.returns
         self.timeout = timeout
@@ -64,10 +67,16 @@ class FunctionTool(Tool):
         if self._needs_binding:
             raise ToolDefinitionError(f"tool {self.name!r} is a method; add an instance of its Toolkit instead")
         try:
-            return self.arguments_model.model_validate(dict(arguments))
+            validated = self.arguments_model.model_validate(dict(arguments))
         except ValidationError as error:
             raise ToolArgumentError(_readable(error), errors=error.errors(include_url=False, include_context=False,
                                                                            include_input=False)) from None
+        for group in self.needs_one_of:
+            if all(getattr(validated, name) is None for name in group):
+                given = " or ".join(group) if len(group) == 2 else ", ".join(group[:-1]) + " or " + group[-1]
+                raise ToolArgumentError(f"invalid arguments — give {given} (at least one)",
+                                        errors=[{"loc": list(group), "msg": "give at least one"}])
+        return validated
 
     async def _run(self, validated: BaseModel, context: ToolContext) -> Any:
         kwargs = {name: getattr(validated, name) for name in type(validated).model_fields}
@@ -76,6 +85,20 @@ class FunctionTool(Tool):
         if self._is_async:
             return await self.fn(**kwargs)
         return await asyncio.to_thread(self.fn, **kwargs)
+
+
+def _groups(groups: Sequence[Sequence[str]], arguments: type[BaseModel], tool_name: str) -> tuple[tuple[str, ...], ...]:
+    """`needs_one_of` checked against the arguments: each group names two or more optional ones."""
+    for group in groups:
+        if isinstance(group, str) or len(group) < 2:
+            raise ToolDefinitionError(f"tool {tool_name!r}: needs_one_of takes groups of two or more argument "
+                                      f"names, like [('width', 'height')]; got {group!r}")
+        for name in group:
+            field = arguments.model_fields.get(name)
+            if field is None or field.is_required() or field.default is not None:
+                raise ToolDefinitionError(f"tool {tool_name!r}: needs_one_of names {name!r}, which is not an "
+                                          "optional argument defaulting to None")
+    return tuple(tuple(group) for group in groups)
 
 
 def _readable(error: ValidationError) -> str:
@@ -93,8 +116,8 @@ def _readable(error: ValidationError) -> str:
 def tool(fn: Callable[..., Any], /) -> FunctionTool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None, timeout: float | None = None,
-         requires_approval: bool = False, long_running: bool = False,
-         changing: bool = False) -> Callable[[Callable[..., Any]], FunctionTool]: ...
+         requires_approval: bool = False, long_running: bool = False, changing: bool = False,
+         needs_one_of: Sequence[Sequence[str]] = ()) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, **options: Any):
@@ -114,7 +137,9 @@ def tool(fn: Callable[..., Any] | None = None, /, **options: Any):
         ['a']
 
     Options: `name`, `description` (override the function's), `timeout` (seconds),
-    `requires_approval`, `long_running`. A missing type hint, an undocumented argument or a
+    `requires_approval`, `long_running`, `needs_one_of` (groups of optional arguments a call gives
+    at least one of: `[("width", "height")]`; an agent cannot call the tool while it has none of a
+    group to write). A missing type hint, an undocumented argument or a
     missing docstring raise `ToolDefinitionError` here, not at call time.
     """
     if fn is not None:

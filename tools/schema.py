@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
@@ -34,7 +34,12 @@ SAID_AS = "x-agentd-said-as"
 SAID_SURELY = "x-agentd-said-surely"
 
 
-def said_as(*, surely: dict[str, list[str]] | None = None, **words: list[str]) -> FieldInfo:
+# …and the words that, said too, leave it open ("top right" beside "top left": two crops, two corners).
+SAID_UNLESS = "x-agentd-said-unless"
+
+
+def said_as(*, surely: dict[str, list[str]] | None = None, unless: list[str] | None = None,
+            **words: list[str]) -> FieldInfo:
     """Declares how people say an optional choice's values besides their names:
     `method: Annotated[Literal["lora", "full"], said_as(full=["all the weights"])] = "lora"`, or a
     yes-or-no's: `wait: Annotated[bool, said_as(false=["in the background"])] = True`. An agent may
@@ -42,10 +47,14 @@ def said_as(*, surely: dict[str, list[str]] | None = None, **words: list[str]) -
 
     `surely` lists, per value, words that can only mean it (`{"false": ["don't wait"]}`; "wait" alone
     may be "wait for it"): when the request says them, and does not name the default, the agent
-    writes that value rather than leaving the argument out."""
+    writes that value rather than leaving the argument out. A number's are keyed by the number
+    written as text (a crop's left edge: `{"0": ["top left corner"]}`); `unless` lists words that,
+    said as well, leave the argument to the agent ("then the top right corner")."""
     extra: dict[str, Any] = {SAID_AS: words}
     if surely:
         extra[SAID_SURELY] = surely
+    if unless:
+        extra[SAID_UNLESS] = unless
     return Field(json_schema_extra=extra)
 
 
@@ -62,6 +71,35 @@ def counted_as(*units: str, **written: str) -> FieldInfo:
     per unit: `keep_alive: Annotated[str | None, counted_as(minutes="{}m", hours="{}h")]` ("after 10
     minutes without use" is "10m")."""
     return Field(json_schema_extra={COUNTED: {unit: "{}" for unit in units} | written})
+
+
+# The JSON-schema key of a number that is one side of a picture's size: "width" or "height".
+SIDE = "x-agentd-side"
+
+
+def side_of_size(side: Literal["width", "height"], *units: str) -> FieldInfo:
+    """Declares a number that is one side of a picture's size, said with the other as "W by H" (width
+    first: "a 256 by 256 image", "1024x768") or alone in its `units` ("50 pixels wide", "40 tall"):
+    `width: Annotated[int, side_of_size("width", "wide")]`. A person's turn that says one such size
+    has the agent write it (see counted_as)."""
+    return Field(json_schema_extra={SIDE: side, COUNTED: {unit: "{}" for unit in units}})
+
+
+# The JSON-schema key of a number that is never a guess: true.
+SAID_OR_READ = "x-agentd-said-or-read"
+
+
+def said_or_read() -> FieldInfo:
+    """Declares a number that is never a guess: one the conversation said or a result gave, such as a pixel
+    position on a picture the model cannot see: `x: Annotated[int, said_or_read()]`. An agent may pass
+    only a number its run has read, and cannot call the tool before it has read one (it measures the
+    picture or finds the face first)."""
+    return Field(json_schema_extra={SAID_OR_READ: True})
+
+
+# The JSON-schema key, on a tool's parameters, of the groups of optional arguments a call gives one of
+# at least (`[["width", "height"]]`): see tools.tool's `needs_one_of`.
+NEEDS_ONE_OF = "x-agentd-needs-one-of"
 
 
 # The JSON-schema key of a string argument that is a local file's path or a stored file's id, listing the

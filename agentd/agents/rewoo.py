@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from agentd.agents.answers import CheckedAnswer
 from agentd.agents.context import (FINAL_ANSWER, AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls,
                                    step_writer)
-from agentd.agents.grounding import id_unread
+from agentd.agents.grounding import id_unread, number_unread, unfilled_groups
 from agentd.agents.react import STEP_MAX_TOKENS
 from agentd.agents.steps import Observation, Plan, Retry, Thought
 from agentd.llm.chat_model import (THOUGHT, ChatModel, StructuredOutputError, ToolCall, bounded_strings, final_answer_of,
@@ -27,9 +27,6 @@ from agentd.llm.tool_calls import one_of
 from tools.schema import SAID_AS
 
 REFERENCE = re.compile(r"#E(\d+)")
-REFERENCE_STRING = {"type": "string", "pattern": r"^#E[0-9]+(\.[A-Za-z_][A-Za-z0-9_]*)?$"}
-# A picture or file argument refers to a whole step: the file that step made, not a field of a result.
-STEP_REFERENCE = {"type": "string", "pattern": r"^#E[0-9]+$"}
 # A reference to one field of an earlier result: `#E1.fine_tuned_model` (the model a fine-tune made).
 FIELD_REFERENCE = re.compile(r"#E(\d+)(?:\.([A-Za-z_]\w*))?")
 MAX_PLAN_ATTEMPTS = 3
@@ -64,9 +61,14 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
     `first_only` the tools it may call (the router's choice, less those it cannot call yet); an empty
     plan is the answer to a request no tool helps with, unless a call is required."""
     variants = {}
+    references = _references(max_steps)
     for definition in tools:
+        # No step, first or later, can write a group of which the run has read nothing for any: the
+        # follow-up calls the tool once a result gives one.
+        if unfilled_groups(definition["function"]["parameters"]) and definition["function"]["name"] != first:
+            continue
         parameters = bounded_strings(definition["function"]["parameters"])
-        referable = {name: _referable(prop) for name, prop in parameters.get("properties", {}).items()}
+        referable = {name: _referable(prop, references) for name, prop in parameters.get("properties", {}).items()}
         variants[definition["function"]["name"]] = {"type": "object", "properties": {
             "thought": {"$ref": "#/$defs/thought"}, "tool": {"const": definition["function"]["name"]},
             "arguments": {**parameters, "properties": referable}},
@@ -93,19 +95,32 @@ def plan_schema(tools: list[dict[str, Any]], max_steps: int, first: str | None =
     return schema
 
 
-def _referable(prop: dict[str, Any]) -> dict[str, Any]:
+def _references(max_steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a plan of `max_steps` may write to refer to an earlier step: a field of its result (`#E1.x`, the
+    name bounded: a pattern without end lets a small model write on until its tokens run out), and the whole
+    step (a picture or file argument: the file that step made). Only steps that can come before another are
+    named: a plan of five wrote `#E15`."""
+    earlier = "|".join(str(number) for number in range(max(max_steps - 1, 1), 0, -1))
+    return ({"type": "string", "pattern": rf"^#E({earlier})(\.[A-Za-z_][A-Za-z0-9_]{{0,39}})?$"},
+            {"type": "string", "pattern": rf"^#E({earlier})$"})
+
+
+def _referable(prop: dict[str, Any], references: tuple[dict[str, Any], dict[str, Any]]) -> dict[str, Any]:
     """What a plan may write for an argument: its value or a reference to an earlier result, of a kind
     that result can be. An id the run has not read can only be a reference (a job an earlier step
-    started); a picture or file, a whole step's (the file it made); a yes-or-no or a choice among named
+    started), and so can a number that is never a guess with none read (a face's box: cropped at a
+    made-up one when it could be a number; left out of the plan, the face's crop became a rotation); a
+    picture or file, a whole step's (the file it made); a yes-or-no or a choice among named
     values, only itself: given any, a second-stage adapter passed `"keep_aspect": "#E1.size"`."""
+    field, step = references
     file = _holds_file(prop)
-    if id_unread(prop):
-        return STEP_REFERENCE if file else REFERENCE_STRING
+    if id_unread(prop) or number_unread(prop):
+        return step if file else field
     if file:
-        return {"anyOf": [prop, STEP_REFERENCE]}
+        return {"anyOf": [prop, step]}
     if _named_value(prop):
         return prop
-    return {"anyOf": [prop, REFERENCE_STRING]}
+    return {"anyOf": [prop, field]}
 
 
 def _named_value(prop: dict[str, Any]) -> bool:
@@ -219,7 +234,8 @@ async def work(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, A
     ready = [step for step in state["plan"] if step["id"] not in evidence
              and all(f"#E{n}" in evidence for n in REFERENCE.findall(json.dumps(step["arguments"])))]
     calls = [ToolCall(step["id"], step["tool"], _substitute(step["arguments"], evidence, outputs,
-                                                            _file_parameters(ctx, step["tool"])))
+                                                            _file_parameters(ctx, step["tool"]),
+                                                            _number_parameters(ctx, step["tool"])))
              for step in ready]
     failed = list(state.get("failed") or [])
     calls_made = dict(state.get("calls_made") or {})
@@ -246,10 +262,19 @@ def _reuse_evidence(call: ToolCall, earlier: Observation) -> Observation:
 
 def _file_parameters(ctx: AgentContext, tool: str) -> set[str]:
     """The arguments of `tool` that take an image or file."""
+    return {name for name, prop in _properties(ctx, tool).items() if _holds_file(prop)}
+
+
+def _number_parameters(ctx: AgentContext, tool: str) -> set[str]:
+    """The arguments of `tool` that take a number."""
+    return {name for name, prop in _properties(ctx, tool).items()
+            if any(branch.get("type") in ("integer", "number") for branch in prop.get("anyOf", [prop]))}
+
+
+def _properties(ctx: AgentContext, tool: str) -> dict[str, Any]:
     if tool not in ctx.tools:
-        return set()
-    properties = ctx.tools.get(tool).definition()["function"]["parameters"].get("properties", {})
-    return {name for name, prop in properties.items() if _holds_file(prop)}
+        return {}
+    return ctx.tools.get(tool).definition()["function"]["parameters"].get("properties", {})
 
 
 def _file_makers(ctx: AgentContext) -> set[str]:
@@ -302,11 +327,17 @@ async def follow_up(state: RewooState, runtime: Runtime[AgentContext]) -> dict[s
 
 
 def _as_react_turns(state: RewooState) -> list[dict[str, Any]]:
-    """The run so far as the ReAct loop's messages: the question, then each step's call (as it ran) and result."""
+    """The run so far as the ReAct loop's messages: the question, then each step's call (as it ran) and result.
+    A step that repeated an earlier one is shown once: shown a plan that measured a picture twice (its second
+    step's thought "Resize to 500."), the model took the resize as done and answered."""
     turns: list[dict[str, Any]] = [*earlier_turns(state.get("history")), {"role": "user", "content": state["question"]}]
     ran = state.get("ran") or {}
+    shown: set[str] = set()
     for step in state["plan"]:
         call = ToolCall(step["id"], step["tool"], ran.get(step["id"], step["arguments"]))
+        if call_key(call) in shown:
+            continue
+        shown.add(call_key(call))
         result = state["evidence"][step["id"]]
         turns += [{"role": "assistant", "content": step["thought"], "tool_calls": [call]},
                   {"role": "tool", "tool_call_id": step["id"], "name": step["tool"], "content": result}]
@@ -342,11 +373,17 @@ async def solve(state: RewooState, runtime: Runtime[AgentContext]) -> dict[str, 
 
 
 def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: dict[str, str] | None = None,
-                file_parameters: set[str] = frozenset()) -> dict[str, Any]:
+                file_parameters: set[str] = frozenset(), number_parameters: set[str] = frozenset()) -> dict[str, Any]:
     """References replaced by results: an image or file argument `#E1` takes the file step 1 made,
-    and `#E1.fine_tuned_model` takes one field of a result that is a JSON object (a job summary)."""
-    def resolved(step_id: str, name: str | None) -> Any:
+    and `#E1.fine_tuned_model` takes one field of a result that is a JSON object (a job summary). A
+    number argument takes the number of that name (of its own name for a bare `#E1`) in the result, at
+    its top or else the first inside it: a crop's `x: "#E1"` after detect_faces is the first face's."""
+    def resolved(step_id: str, name: str | None, key: str = "") -> Any:
         text = evidence[step_id]
+        if key in number_parameters:
+            found = _number_named(_leading_json(text), name or key)
+            if found is not None:
+                return found
         try:
             result = json.loads(text)  # a number or JSON result keeps its type
         except json.JSONDecodeError:
@@ -362,7 +399,7 @@ def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: di
         if whole and not whole.group(2) and key in file_parameters and raw.strip() in (outputs or {}):
             return outputs[raw.strip()]
         if whole:
-            return resolved(f"#E{whole.group(1)}", whole.group(2))
+            return resolved(f"#E{whole.group(1)}", whole.group(2), key)
 
         def inline(match: re.Match) -> str:
             if f"#E{match.group(1)}" not in evidence:
@@ -377,6 +414,29 @@ def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: di
         return FIELD_REFERENCE.sub(inline, raw)
 
     return {key: value(key, raw) for key, raw in arguments.items()}
+
+
+def _leading_json(text: str) -> Any:
+    """The JSON value a result starts with (a face's boxes, before the line naming the picture), or None."""
+    try:
+        return json.JSONDecoder().raw_decode(text.lstrip())[0]
+    except json.JSONDecodeError:
+        return None
+
+
+def _number_named(value: Any, name: str) -> int | float | None:
+    """The number called `name` in a JSON value: a field of the object itself, else the first one inside it, in
+    the order written."""
+    if isinstance(value, dict):
+        own = value.get(name)
+        if isinstance(own, int | float) and not isinstance(own, bool):
+            return own
+        inside = value.values()
+    elif isinstance(value, list):
+        inside = value
+    else:
+        return None
+    return next((found for item in inside if (found := _number_named(item, name)) is not None), None)
 
 
 def _field_missing(text: str, name: str) -> bool:

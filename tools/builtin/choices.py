@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from tools.schema import counted_as, said_as
+from tools.schema import counted_as, said_as, side_of_size
 
 _FULL = ["all the weights", "all weights", "every weight", "all parameters", "all the parameters"]
 _QLORA = ["4-bit", "4 bit", "quantized", "quantised"]
@@ -35,3 +35,14 @@ FewShot = Annotated[int | None, Field(ge=0, le=64), counted_as("shot", "shots", 
 # A duration written as the tools take it ("30s", "5m", "1h").
 Duration = Annotated[str, counted_as(second="{}s", seconds="{}s", sec="{}s", secs="{}s", minute="{}m", minutes="{}m",
                                      min="{}m", mins="{}m", hour="{}h", hours="{}h")]
+
+# A picture's sides, said together ("256 by 256", "1024x768") or alone ("50 pixels wide", "40 high").
+WIDE = side_of_size("width", "wide", "pixels wide", "px wide", "pixels across", "px across")
+HIGH = side_of_size("height", "high", "tall", "pixels high", "pixels tall", "px high", "px tall")
+# A rectangle's left and top edges at the picture's own: a corner or half there said ("the top-left corner"),
+# unless one elsewhere or the middle is said too (two crops, or a box placed by other words).
+_MIDDLE = ["centre", "center", "middle"]
+AT_LEFT = said_as(surely={"0": ["top left", "upper left", "bottom left", "lower left", "left half"]},
+                  unless=["top right", "upper right", "bottom right", "lower right", "right half", *_MIDDLE])
+AT_TOP = said_as(surely={"0": ["top left", "upper left", "top right", "upper right", "top half"]},
+                 unless=["bottom left", "lower left", "bottom right", "lower right", "bottom half", *_MIDDLE])

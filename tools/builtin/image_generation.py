@@ -17,6 +17,7 @@ from pydantic import Field
 from pipelines.image_generation import (MAX_SIZE, MAX_STEPS, MIN_SIZE, SIZE_STEP, GenerationCancelled,
                                         ImageGenerator, ImagePipelineError)
 from tools.base import ToolError
+from tools.builtin.choices import HIGH, WIDE
 from tools.context import ToolContext
 from tools.decorator import Toolkit, tool
 from tools.media import Image
@@ -38,7 +39,7 @@ class ImageGenerationTools(Toolkit):
 
     @tool(long_running=True, timeout=_TIMEOUT_S)
     async def text_to_image(self, prompt: Annotated[str, Field(min_length=1, max_length=4000)], ctx: ToolContext,
-                            width: Size = 512, height: Size = 512,
+                            width: Annotated[Size, WIDE] = 512, height: Annotated[Size, HIGH] = 512,
                             steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 20,
                             guidance_scale: Annotated[float, Field(ge=0, le=50)] = 7.5,
                             seed: Annotated[int | None, Field(ge=0, lt=2**32)] = None,

@@ -18,9 +18,10 @@ from pydantic import BaseModel, Field, WithJsonSchema
 
 from pipelines import vision
 from tools.base import ToolError
+from tools.builtin.choices import AT_LEFT, AT_TOP, HIGH, WIDE
 from tools.decorator import tool
 from tools.media import Image
-from tools.schema import said_as
+from tools.schema import said_as, said_or_read
 
 ImageFormat = Annotated[Literal["png", "jpeg", "webp", "bmp"], said_as(jpeg=["jpg"])]
 
@@ -118,9 +119,9 @@ def detect_edges(image: Image, low: Annotated[float, Field(ge=0)] = 100,
     return measured, _picture(edges, image, "edges", "png")
 
 
-@tool
-def resize_image(image: Image, width: Annotated[int | None, Field(ge=1)] = None,
-                 height: Annotated[int | None, Field(ge=1)] = None, keep_aspect: bool = True) -> Image:
+@tool(needs_one_of=[("width", "height")])
+def resize_image(image: Image, width: Annotated[int | None, Field(ge=1), WIDE] = None,
+                 height: Annotated[int | None, Field(ge=1), HIGH] = None, keep_aspect: bool = True) -> Image:
     """Resize a picture: make it N pixels wide and/or high, bigger or smaller.
 
     "Make it 512 wide": width=512 (the height follows, keeping the proportions).
@@ -138,8 +139,10 @@ def resize_image(image: Image, width: Annotated[int | None, Field(ge=1)] = None,
 
 
 @tool
-def crop_image(image: Image, x: Annotated[int, Field(ge=0)], y: Annotated[int, Field(ge=0)],
-               width: Annotated[int, Field(ge=1)], height: Annotated[int, Field(ge=1)]) -> Image:
+def crop_image(image: Image, x: Annotated[int, Field(ge=0), AT_LEFT, said_or_read()],
+               y: Annotated[int, Field(ge=0), AT_TOP, said_or_read()],
+               width: Annotated[int, Field(ge=1), WIDE, said_or_read()],
+               height: Annotated[int, Field(ge=1), HIGH, said_or_read()]) -> Image:
     """Cut out a rectangle of a picture (crop it), e.g. a face box from detect_faces.
 
     Args:

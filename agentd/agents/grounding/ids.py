@@ -6,7 +6,8 @@ import re
 from typing import Any
 
 from agentd.agents.files import FILE_TYPES
-from agentd.agents.grounding.schemas import MOST_OFFERED
+from agentd.agents.grounding.numbers import number_unread
+from agentd.agents.grounding.schemas import MOST_OFFERED, unfilled_groups
 from tools.schema import ID_KINDS, PATH_OR_ID
 
 # An id as the stores make them: a lower-case prefix, a dash, hex digits (`file-3f…`, `ftjob-…`, `dep-…`).
@@ -47,16 +48,20 @@ class RunIds:
 
 
 def unfillable(parameters: dict[str, Any]) -> list[str]:
-    """The required arguments of (grounded) parameters that can only be an id and have none to take:
-    the run has read no id of their kind, so a call could only name one that does not exist.
+    """What a call of a tool with these (grounded) parameters could not fill yet, though it must: a
+    required argument that can only be an id with none to take (the run has read no id of its kind, so a
+    call could only name one that does not exist), or a number that is never a guess with none read for
+    it; a group of which a call gives one at least with nothing left to write ("width or height").
 
     The embedded model, lost, called `job_status` with ids it never read ("none", a model name, a
     file id) until its step limit, instead of `list_jobs` or an answer, and `detect_edges` on a
-    model's name."""
+    model's name; asked to look at a picture's height and resize it to half that, a plan resized it
+    first, with no size at all; asked to find the face and crop it out, it cropped at a made-up box."""
     properties = parameters.get("properties")
     if not isinstance(properties, dict):
         return []
-    return [name for name in parameters.get("required") or () if id_unread(properties.get(name))]
+    return [name for name in parameters.get("required") or ()
+            if id_unread(properties.get(name)) or number_unread(properties.get(name))] + unfilled_groups(parameters)
 
 
 def id_unread(schema: Any) -> bool:
@@ -101,7 +106,8 @@ def _id_choices(schema: Any, ids: RunIds) -> Any:
     kinds = sorted({named[1], *ids.kinds()} if seen else ids.kinds() - {named[1]})
     if not kinds:
         return schema
-    other = {**schema, "pattern": not_starting_with(*(f"{kind}-" for kind in kinds))}
+    # Nor its look-alike with an underscore: refused `file-…`, undeploy was given `file_…` twice.
+    other = {**schema, "pattern": not_starting_with(*(f"{kind}{dash}" for kind in kinds for dash in "-_"))}
     if not seen:
         return other
     return {"description": schema["description"], "anyOf": [

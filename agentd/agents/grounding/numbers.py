@@ -9,7 +9,8 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
-from agentd.agents.grounding.schemas import MOST_OFFERED, each_branch, optional_narrowed, within
+from agentd.agents.grounding.schemas import MOST_OFFERED, each_branch, each_property, within
+from tools.schema import SAID_OR_READ
 
 # A number standing on its own: not part of an id (`ftjob-4a3a…`, `file-…`), a date or a word (`gpt4`);
 # "3-shot" is a 3, and so is "3:" or "3." ending a phrase.
@@ -24,9 +25,9 @@ _NUMBER_WORD = re.compile(r"\b(" + "|".join(NUMBER_WORDS) + r")\b", re.IGNORECAS
 
 # Words for a share or a multiple of a number the run read ("resize it to half that height"): the
 # numbers they make are grounded too. An ordinal "third" offers a few more choices, nothing worse.
-_SCALES = {"half": Fraction(1, 2), "halve": Fraction(1, 2), "third": Fraction(1, 3), "quarter": Fraction(1, 4),
+SCALES = {"half": Fraction(1, 2), "halve": Fraction(1, 2), "third": Fraction(1, 3), "quarter": Fraction(1, 4),
            "double": Fraction(2), "twice": Fraction(2), "triple": Fraction(3)}
-_SCALE = re.compile(r"\b(" + "|".join(_SCALES) + r")[sd]?\b", re.IGNORECASE)
+_SCALE = re.compile(r"\b(" + "|".join(SCALES) + r")[sd]?\b", re.IGNORECASE)
 
 
 class RunNumbers:
@@ -57,7 +58,7 @@ class RunNumbers:
         for _, value in sorted(found, key=lambda place: place[0]):
             _add_latest(self._seen, value)
         for match in _SCALE.finditer(text):
-            self._scales[_SCALES[match[1].lower()]] = None
+            self._scales[SCALES[match[1].lower()]] = None
 
     def _learn_value(self, value: Any, field: str | None) -> None:
         if isinstance(value, bool) or value is None:
@@ -72,6 +73,11 @@ class RunNumbers:
         elif isinstance(value, dict):
             for key, item in value.items():
                 self._learn_value(item, str(key).lower())
+
+    def latest(self, field: str) -> float | None:
+        """The value of the field `field` the run read last in a result (an image's `height`), if any."""
+        values = self._fields.get(field.lower())
+        return next(reversed(values)) if values else None
 
     def choices(self, schema: dict[str, Any], name: str | None = None) -> list[int | float]:
         """The numbers `schema` (an integer or number schema, of the argument `name`) accepts that the
@@ -101,20 +107,32 @@ class RunNumbers:
 def with_grounded_numbers(parameters: dict[str, Any], numbers: RunNumbers) -> dict[str, Any]:
     """A copy of a tool's parameters where each optional numeric argument is an `enum` of the numbers
     the run has seen that fit it; one with none to offer can no longer be written (its default holds).
-    A choice such as `"auto" | number` keeps its other branches."""
-    def grounded(name: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    A choice such as `"auto" | number` keeps its other branches. A required number that is never a guess
+    (tools.schema.said_or_read) is narrowed the same way; with none to offer it is left as it is, and the
+    tool cannot be called yet (see ids.unfillable)."""
+    def grounded(name: str, required: bool) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
         def narrow(schema: dict[str, Any]) -> dict[str, Any] | None:
             if schema.get("type") not in ("integer", "number") or "enum" in schema or "const" in schema:
                 return schema
             choices = numbers.choices(schema, name)
             if not choices:
-                return None
-            bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+                return schema if required else None
+            bounds = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
             return {key: value for key, value in schema.items() if key not in bounds} | {"enum": choices}
 
         return narrow
 
-    return optional_narrowed(parameters, lambda schema, name: each_branch(schema, grounded(name)))
+    def ground(schema: Any, required: bool, name: str) -> Any:
+        if not isinstance(schema, dict) or (required and not schema.get(SAID_OR_READ)):
+            return schema
+        return each_branch(schema, grounded(name, required))
+
+    return each_property(parameters, ground)
+
+
+def number_unread(schema: Any) -> bool:
+    """Whether a (grounded) argument is a number that is never a guess and the run has read none for it."""
+    return isinstance(schema, dict) and bool(schema.get(SAID_OR_READ)) and "enum" not in schema
 
 
 def _leading_json(text: str) -> tuple[Any, str] | None:

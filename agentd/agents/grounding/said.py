@@ -4,78 +4,102 @@ the model must write rather than leave out."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
-from agentd.agents.grounding.schemas import declared_on, each_branch, each_property, optional_narrowed, within
+from agentd.agents.grounding.numbers import RunNumbers
+from agentd.agents.grounding.schemas import declared_on, each_branch, each_property, within
 from agentd.agents.grounding.words import RunWords
-from tools.schema import COUNTED, NAMES, SAID_AS, SAID_SURELY
+from tools.schema import COUNTED, NAMES, SAID_AS, SAID_SURELY, SAID_UNLESS, SIDE
 
-def with_said_values(parameters: dict[str, Any], asked: RunWords) -> dict[str, Any]:
-    """A copy of a tool's parameters where an optional choice whose value the person asked for in words
-    that can only mean it (tools.schema.said_as's `surely`: "don't wait", "a black and white copy"),
-    without naming its default, is required and that value only.
+def with_said_values(parameters: dict[str, Any], asked: RunWords, numbers: RunNumbers | None = None) -> dict[str, Any]:
+    """A copy of a tool's parameters where an argument whose value the person asked for is that value
+    only, and an optional one is required: a value said in words that can only mean it
+    (tools.schema.said_as's `surely`: "don't wait", "a black and white copy", "the top-left corner")
+    without naming the default; a number said in the argument's units ("a single epoch", "50 pixels
+    wide") or as one side of a size ("a 256 by 256 image"); a share of a result's field of the same
+    name (`numbers`: what the run read; "half that height", with an image's height read).
 
     Free to leave an optional argument out, the embedded model dropped what it was told: `method: full`
-    for "start a full fine-tune", `include_stopped` for "including the ones that were already stopped"."""
+    for "start a full fine-tune", `include_stopped` for "including the ones that were already stopped",
+    the width and height of "a 256 by 256 image"; and it cropped "the top-left corner, 50 pixels wide
+    and 40 high" at x 50, 100 high."""
     written: list[str] = []
 
-    def write(prop: dict[str, Any], name: str) -> dict[str, Any]:
-        if "default" not in prop:
+    def write(prop: Any, required: bool, name: str) -> Any:
+        if not isinstance(prop, dict) or not (required or "default" in prop):
             return prop
-        value = _surely_said(prop, asked)
-        if value is None:
-            value = _counted(prop, asked)
-        if value is None:
+        values = _surely_said(prop, asked)
+        if values is None:
+            values = _numbers_said(prop, name, asked, numbers)
+        if values is None:
             return prop
-        written.append(name)
+        if not required:
+            written.append(name)
         described = {"description": prop["description"]} if "description" in prop else {}
-        kind = {bool: "boolean", str: "string", int: "integer", float: "number"}[type(value)]
-        return {"type": kind, "enum": [value], **described}
+        kind = {bool: "boolean", str: "string", int: "integer", float: "number"}[type(values[0])]
+        return {"type": kind, "enum": values, **described}
 
-    narrowed = optional_narrowed(parameters, write)
-    return {**narrowed, "required": [*(parameters.get("required") or ()), *written]} if written else parameters
+    narrowed = each_property(parameters, write)
+    return {**narrowed, "required": [*(parameters.get("required") or ()), *written]} if written else narrowed
 
 
-def _counted(prop: dict[str, Any], asked: RunWords) -> int | float | str | None:
-    """The one number the request said in the argument's units ("a single epoch"), if the run may write it;
-    for a string, as it is written in the unit said ("10 minutes" as "10m")."""
+def _numbers_said(prop: dict[str, Any], name: str, asked: RunWords, numbers: RunNumbers | None
+                  ) -> list[int | float] | list[str] | None:
+    """The number the request said for the argument, if it said one and the run may write it: in its
+    units, as a side of a size or as a share of the field of its name (half of 375 pixels is 187 or 188:
+    both are offered); for a string, as it is written in the unit said ("10 minutes" as "10m")."""
     for branch in (b for b in prop.get("anyOf", [prop]) if isinstance(b, dict)):
         units = declared_on(COUNTED, branch, prop)
-        if not units or branch.get("type") not in ("integer", "number", "string"):
+        if branch.get("type") not in ("integer", "number", "string"):
             continue
-        said = {(number, units[unit]) for number, unit in asked.counted(*units)}
+        said = {(number, units[unit]) for number, unit in asked.counted(*units)} if units else set()
         if branch["type"] == "string":
             written = {form.format(int(n) if n.is_integer() else n) for n, form in said}
             if len(written) == 1:
-                return written.pop()
+                return [written.pop()]
             continue
-        numbers = {number for number, _ in said}
-        if len(numbers) != 1:
+        meant = {frozenset([number]) for number, _ in said}
+        side = branch.get(SIDE) or prop.get(SIDE)
+        meant |= {frozenset([size[side == "height"]]) for size in asked.sizes()} if side else set()
+        latest = numbers.latest(name) if numbers is not None else None
+        if latest is not None:
+            meant |= {frozenset([math.floor(latest * scale), math.ceil(latest * scale)])
+                      if branch["type"] == "integer" else frozenset([latest * scale]) for scale in asked.scaled(name)}
+        if len(meant) != 1:
             continue
-        value = numbers.pop()
-        if branch["type"] == "integer" and not value.is_integer():
-            continue
-        value = int(value) if value.is_integer() else value
-        # Among the numbers grounded for it (with_grounded_numbers), else within its bounds.
-        if value in branch["enum"] if "enum" in branch else within(value, branch):
-            return value
+        values = sorted(v for v in meant.pop() if _writable(v, branch))
+        if values:
+            return [int(v) if branch["type"] == "integer" else v for v in values]
     return None
 
 
-def _surely_said(prop: dict[str, Any], asked: RunWords) -> bool | str | None:
-    """The one value other than the default that the request surely said, or None."""
+def _writable(value: float, branch: dict[str, Any]) -> bool:
+    """Whether a number fits the (grounded) argument: among the numbers offered it, else within its bounds."""
+    if branch["type"] == "integer" and not float(value).is_integer():
+        return False
+    return value in branch["enum"] if "enum" in branch else within(value, branch)
+
+
+def _surely_said(prop: dict[str, Any], asked: RunWords) -> list[bool] | list[str] | list[int] | list[float] | None:
+    """The one value other than the default (if it has one) that the request surely said, or None."""
     branches = [b for b in prop.get("anyOf", [prop]) if isinstance(b, dict) and b.get("type") != "null"]
     for branch in branches:
         surely = declared_on(SAID_SURELY, branch, prop)
-        if not surely:
+        if not surely or asked.said(*(branch.get(SAID_UNLESS) or prop.get(SAID_UNLESS) or ())):
             continue
-        # A yes or no's default is named only in its words; a choice's also by its name.
-        default = json.dumps(prop["default"]) if isinstance(prop["default"], bool) else str(prop["default"])
-        if asked.said(*surely.get(default, ()), *([] if isinstance(prop["default"], bool) else [default])):
-            continue
+        if "default" in prop:
+            # A yes or no's default is named only in its words; a choice's also by its name.
+            default = json.dumps(prop["default"]) if isinstance(prop["default"], bool) else str(prop["default"])
+            if asked.said(*surely.get(default, ()), *([] if isinstance(prop["default"], bool) else [default])):
+                continue
+        else:
+            default = None
         said = [value for value, phrases in surely.items() if value != default and asked.said(*phrases)]
         if len(said) == 1:
-            return said[0] == "true" if branch.get("type") == "boolean" else said[0]
+            kind = branch.get("type")
+            return [said[0] == "true" if kind == "boolean" else int(said[0]) if kind == "integer"
+                    else float(said[0]) if kind == "number" else said[0]]
     return None
 
 

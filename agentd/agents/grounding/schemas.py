@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tools.schema import NEEDS_ONE_OF
+
 # Values offered per argument (numbers, ids, paths): the latest ones the run read.
 MOST_OFFERED = 64
 
@@ -52,7 +54,20 @@ def each_branch(schema: dict[str, Any], narrow: Callable[[dict[str, Any]], dict[
 
 
 def within(value: float, schema: dict[str, Any]) -> bool:
-    return (("minimum" not in schema or value >= schema["minimum"])
+    """Whether a number keeps a number schema's bounds and steps (`multipleOf`: a picture's side, by 8)."""
+    step = schema.get("multipleOf")
+    return ((step is None or float(value / step).is_integer())
+            and ("minimum" not in schema or value >= schema["minimum"])
             and ("maximum" not in schema or value <= schema["maximum"])
             and ("exclusiveMinimum" not in schema or value > schema["exclusiveMinimum"])
             and ("exclusiveMaximum" not in schema or value < schema["exclusiveMaximum"]))
+
+
+def unfilled_groups(parameters: dict[str, Any]) -> list[str]:
+    """The groups of arguments a call gives one of at least (tools.tool's `needs_one_of`) of which the
+    (grounded) parameters have none left to write: "width or height"."""
+    properties = parameters.get("properties")
+    if not isinstance(properties, dict):
+        return []
+    return [" or ".join(group) for group in parameters.get(NEEDS_ONE_OF) or ()
+            if not any(name in properties for name in group)]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 from typing import Any
 
 from agentd.agents.grounding.ids import RunIds
-from agentd.agents.grounding.numbers import NUMBER_WORDS
+from agentd.agents.grounding.numbers import NUMBER_WORDS, SCALES
 from agentd.agents.grounding.schemas import declared_on, each_branch, each_property, optional_narrowed
 from tools.schema import NAMES, OR_PATH, SAID_AS, SAID_SURELY
 
@@ -49,6 +50,19 @@ class RunWords:
         number = r"\d+(?:\.\d+)?|" + "|".join(NUMBER_WORDS)
         said = re.finditer(rf"\b({number})(?: (?:or|to|and) ({number}))? ({unit})\b", self._text)
         return [(float(NUMBER_WORDS.get(n, n)), declared[m[3]]) for m in said for n in m.groups()[:2] if n]
+
+    def sizes(self) -> list[tuple[float, float]]:
+        """The sizes read as width by height: "256 by 256", "1024x768", "640 × 480"."""
+        said = re.finditer(r"\b(\d+) ?(?:x|by|×) ?(\d+)\b", self._text)
+        return [(float(match[1]), float(match[2])) for match in said]
+
+    def scaled(self, name: str) -> list[Fraction]:
+        """The shares or multiples said of a thing called `name`: "half that height", "double the width",
+        "a third of its height"."""
+        scale = "|".join(SCALES)
+        said = re.finditer(rf"\b({scale})[sd]? (?:of )?(?:that |the |its |this )?{re.escape(_as_words(name))}\b",
+                           self._text)
+        return [SCALES[match[1]] for match in said]
 
     def _found(self, phrase: str) -> list[re.Match[str]]:
         return list(re.finditer(rf"\b{re.escape(_as_words(phrase))}\b", self._text))
