@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from agentd.agents.answers import CheckedAnswer
 from agentd.agents.context import (FINAL_ANSWER, AgentContext, approve, call_key, earlier_turns, fresh_calls, run_calls,
                                    step_writer)
-from agentd.agents.grounding import id_unread, number_unread, unfilled_groups
+from agentd.agents.grounding import id_unread, leading_json, number_unread, unfilled_groups
 from agentd.agents.react import STEP_MAX_TOKENS
 from agentd.agents.steps import Observation, Plan, Retry, Thought
 from agentd.llm.chat_model import (THOUGHT, ChatModel, StructuredOutputError, ToolCall, bounded_strings, final_answer_of,
@@ -381,7 +381,9 @@ def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: di
     def resolved(step_id: str, name: str | None, key: str = "") -> Any:
         text = evidence[step_id]
         if key in number_parameters:
-            found = _number_named(_leading_json(text), name or key)
+            # The JSON a result starts with: a face's boxes, before the line naming the picture.
+            read = leading_json(text)
+            found = _number_named(read[0], name or key) if read else None
             if found is not None:
                 return found
         try:
@@ -414,14 +416,6 @@ def _substitute(arguments: dict[str, Any], evidence: dict[str, str], outputs: di
         return FIELD_REFERENCE.sub(inline, raw)
 
     return {key: value(key, raw) for key, raw in arguments.items()}
-
-
-def _leading_json(text: str) -> Any:
-    """The JSON value a result starts with (a face's boxes, before the line naming the picture), or None."""
-    try:
-        return json.JSONDecoder().raw_decode(text.lstrip())[0]
-    except json.JSONDecodeError:
-        return None
 
 
 def _number_named(value: Any, name: str) -> int | float | None:

@@ -26,13 +26,13 @@ from typing import Any
 
 from agentd.agents.files import RunFiles, with_file_choices
 from agentd.agents.grounding.ids import RunIds, id_unread, not_starting_with, unfillable, with_grounded_ids
-from agentd.agents.grounding.numbers import RunNumbers, number_unread, with_grounded_numbers
+from agentd.agents.grounding.numbers import RunNumbers, leading_json, number_unread, with_grounded_numbers
 from agentd.agents.grounding.said import with_said_names, with_said_values
 from agentd.agents.grounding.schemas import unfilled_groups
 from agentd.agents.grounding.words import RunWords, with_grounded_choices, with_grounded_names
 
-__all__ = ["RunIds", "RunNumbers", "RunReading", "RunWords", "id_unread", "not_starting_with", "number_unread",
-           "unfillable", "unfilled_groups", "with_grounded_choices", "with_grounded_ids",
+__all__ = ["RunIds", "RunNumbers", "RunReading", "RunWords", "id_unread", "leading_json", "not_starting_with",
+           "number_unread", "unfillable", "unfilled_groups", "with_grounded_choices", "with_grounded_ids",
            "with_grounded_names", "with_grounded_numbers", "with_said_names", "with_said_values"]
 
 

@@ -43,7 +43,7 @@ class RunNumbers:
         self._scales: dict[Fraction, None] = {}
 
     def learn_from_text(self, text: str) -> None:
-        result = _leading_json(text)
+        result = leading_json(text)
         if result is None:
             self._learn_words(text)
             return
@@ -98,10 +98,15 @@ class RunNumbers:
     def _scaled(self, value: float, integer: bool) -> list[float]:
         scaled = []
         for scale in self._scales:
-            exact = value * scale.numerator / scale.denominator
-            # Half of 375 pixels is 187 or 188: both are what a person who said "half" meant.
-            scaled += [float(math.floor(exact)), float(math.ceil(exact))] if integer else [exact]
+            scaled += share_of(value, scale, integer)
         return scaled
+
+
+def share_of(value: float, scale: Fraction, integer: bool) -> list[float]:
+    """`scale` of `value` as a number argument may be written: half of 375 pixels is 187 or 188, both what a
+    person who said "half" meant."""
+    exact = value * scale.numerator / scale.denominator
+    return [float(math.floor(exact)), float(math.ceil(exact))] if integer else [exact]
 
 
 def with_grounded_numbers(parameters: dict[str, Any], numbers: RunNumbers) -> dict[str, Any]:
@@ -135,7 +140,7 @@ def number_unread(schema: Any) -> bool:
     return isinstance(schema, dict) and bool(schema.get(SAID_OR_READ)) and "enum" not in schema
 
 
-def _leading_json(text: str) -> tuple[Any, str] | None:
+def leading_json(text: str) -> tuple[Any, str] | None:
     """A JSON object or list a text starts with (a tool's result), and the text after it (a picture's line)."""
     stripped = text.lstrip()
     if not stripped.startswith(("{", "[")):

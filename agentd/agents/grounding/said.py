@@ -4,10 +4,9 @@ the model must write rather than leave out."""
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from agentd.agents.grounding.numbers import RunNumbers
+from agentd.agents.grounding.numbers import RunNumbers, share_of
 from agentd.agents.grounding.schemas import declared_on, each_branch, each_property, within
 from agentd.agents.grounding.words import RunWords
 from tools.schema import COUNTED, NAMES, SAID_AS, SAID_SURELY, SAID_UNLESS, SIDE
@@ -64,8 +63,7 @@ def _numbers_said(prop: dict[str, Any], name: str, asked: RunWords, numbers: Run
         meant |= {frozenset([size[side == "height"]]) for size in asked.sizes()} if side else set()
         latest = numbers.latest(name) if numbers is not None else None
         if latest is not None:
-            meant |= {frozenset([math.floor(latest * scale), math.ceil(latest * scale)])
-                      if branch["type"] == "integer" else frozenset([latest * scale]) for scale in asked.scaled(name)}
+            meant |= {frozenset(share_of(latest, scale, branch["type"] == "integer")) for scale in asked.scaled(name)}
         if len(meant) != 1:
             continue
         values = sorted(v for v in meant.pop() if _writable(v, branch))
