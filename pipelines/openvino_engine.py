@@ -49,7 +49,8 @@ class _Sequence(QueuedSequence):
     grammar: str | None = None
     request_id: int | None = None  # its request in the worker's pipeline, while it has one
     restarts: int = 0
-    cached_upto: int = 0  # prompt tokens already in the prefix cache, put there chunk by chunk
+    cached_upto: int = 0  # prompt tokens in the prefix cache: whole blocks seen before, then chunk by chunk
+    chunking: bool = False  # its prompt goes in chunk by chunk, down to the last
     warming_upto: int = 0  # while a chunk prefills: the end of the prefix its one-token request holds
 
     def fail(self, error: EngineError) -> None:
@@ -350,22 +351,26 @@ class OpenVINOEngine(TextEngine):
     def prefix_cache(self) -> tuple[int, int]:
         return self._prefix_hits, self._prefix_total
 
-    def _count_prefix(self, ids: list[int]) -> None:
+    def _count_prefix(self, ids: list[int]) -> int:
         """Whole 32-token blocks of this prompt whose prefix was seen before: what the cache can reuse."""
-        chained, reused = 0, True
+        chained, reused = 0, 0
         for start in range(0, len(ids) - len(ids) % _BLOCK_TOKENS, _BLOCK_TOKENS):
             chained = hash((chained, tuple(ids[start:start + _BLOCK_TOKENS])))
-            reused = reused and chained in self._seen_blocks
-            self._prefix_hits += _BLOCK_TOKENS if reused else 0
+            if reused == start and chained in self._seen_blocks:
+                reused += _BLOCK_TOKENS
             self._seen_blocks[chained] = None
             self._seen_blocks.move_to_end(chained)
         while len(self._seen_blocks) > self._kv_blocks:
             self._seen_blocks.popitem(last=False)
+        self._prefix_hits += reused
         self._prefix_total += len(ids)
+        return reused
 
     def _submit(self, seq: _Sequence) -> None:
         if seq.restarts == 0:
-            self._count_prefix(seq.prompt_ids)
+            # Chunks start after what the cache holds: an agent's next step shares its long system-and-tools
+            # prefix with the last, and chunks from the start would restore those blocks a step at a time.
+            seq.cached_upto = self._count_prefix(seq.prompt_ids)
         self._live.append(seq)
         self._start(seq)
 
@@ -384,8 +389,8 @@ class OpenVINOEngine(TextEngine):
         # A prompt of a few chunks goes whole (one step of it costs less than the chunks' extra requests);
         # a longer one goes chunk by chunk down to its last.
         uncached = len(ids) - seq.cached_upto
-        chunking = seq.cached_upto > 0 or uncached > 4 * self._prefill_chunk
-        if others_decoding and chunking and uncached > self._prefill_chunk:
+        seq.chunking = seq.chunking or uncached > 4 * self._prefill_chunk
+        if others_decoding and seq.chunking and uncached > self._prefill_chunk:
             seq.warming_upto = seq.cached_upto + self._prefill_chunk
             self.prefill_chunks += 1
             ids = ids[:seq.warming_upto]
@@ -429,8 +434,9 @@ class OpenVINOEngine(TextEngine):
         """After the pipeline was rebuilt: live sequences go on from the tokens they have, once. A constrained
         one cannot (its grammar state is lost with the pipeline) and fails, as does one that failed before."""
         live, self._live, self._by_request = [s for s in self._live if not s.done], [], {}
+        self._seen_blocks.clear()  # the prefix cache went with the pipeline
         for seq in live:
-            seq.request_id, seq.cached_upto = None, 0
+            seq.request_id, seq.cached_upto, seq.chunking = None, 0, False
             if seq.grammar is not None or seq.restarts >= 1:
                 seq.fail(EngineError("generation failed inside the OpenVINO pipeline", status=500))
                 continue

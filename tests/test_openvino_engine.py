@@ -137,24 +137,57 @@ def test_a_shared_prefix_reused_from_the_cache_gives_the_same_text(openvino, ref
     assert cached - cached_before >= 0.4 * (total - total_before)
 
 
+def entries(first: int, count: int = 50) -> str:
+    return " ".join(f"Entry {i}: parcel {700 + i} was signed for at the front desk." for i in range(first, first + count))
+
+
+async def join_decoding_streams(engine, request, cancel_after: float | None = None):
+    """`request` (≈ 800 prompt tokens) joins three streams that are decoding; (what it said, the chunks its
+    prompt was prefilled in, the chunks prefilled after it was cancelled)."""
+    running = asyncio.Event()
+    streams = [asyncio.create_task(collect(engine, ask(q, 48), running, after=2)) for q in QUESTIONS[:3]]
+    await running.wait()
+    chunks_before = engine.prefill_chunks
+    if cancel_after is None:
+        said = await collect(engine, request)
+        chunks, after_cancel = engine.prefill_chunks - chunks_before, 0
+    else:
+        said, joiner = None, asyncio.create_task(collect(engine, request))
+        await asyncio.sleep(cancel_after)
+        joiner.cancel()
+        await asyncio.sleep(0.5)  # the cancel reaches the worker
+        chunks = engine.prefill_chunks - chunks_before
+        await asyncio.sleep(1.0)
+        after_cancel = engine.prefill_chunks - chunks_before - chunks
+    await asyncio.gather(*streams)
+    return said, chunks, after_cancel
+
+
 def test_a_long_prompt_joining_decoding_streams_is_prefilled_in_chunks_and_says_the_same(openvino):
-    history = " ".join(f"Entry {i}: parcel {700 + i} was signed for at the front desk." for i in range(50))
-    joiner = ask(f"{history}\nWhich parcel was entry 7?", 12)
-
-    async def scenario():
-        alone = await collect(openvino, joiner)
-        running = asyncio.Event()
-        streams = [asyncio.create_task(collect(openvino, ask(q, 48), running, after=2)) for q in QUESTIONS[:3]]
-        await running.wait()
-        chunks_before = openvino.prefill_chunks
-        joined = await collect(openvino, joiner)
-        await asyncio.gather(*streams)
-        return alone, joined, openvino.prefill_chunks - chunks_before
-
-    alone, joined, chunks = asyncio.run(scenario())
-    assert joined == alone
+    joiner = ask(f"{entries(0)}\nWhich parcel was entry 7?", 12)
+    joined, chunks, _ = asyncio.run(join_decoding_streams(openvino, joiner))
     # ≈ 800 prompt tokens, 32 a step while the others decode (the last few chunks with the request).
     assert chunks >= 8, chunks
+    assert asyncio.run(collect(openvino, joiner)) == joined  # alone, whole (and from the prefix cache)
+
+
+def test_a_prompt_whose_prefix_is_cached_is_not_chunked_through_what_the_cache_holds(openvino):
+    # An agent's next step: the same long system-and-tools prefix, a new ending. Chunks from the start of
+    # the prompt would restore the cached blocks a step at a time, for nothing.
+    history = entries(100)
+    first = asyncio.run(collect(openvino, ask(f"{history}\nWhich parcel was entry 107?", 8)))
+    assert first[2] > 0
+    later = ask(f"{history}\nWhich parcel was entry 120?", 8)
+    joined, chunks, _ = asyncio.run(join_decoding_streams(openvino, later))
+    assert chunks == 0
+    assert joined == asyncio.run(collect(openvino, later))
+
+
+def test_a_stream_closed_while_its_prompt_is_prefilled_in_chunks_stops_them(openvino):
+    joiner = ask(f"{entries(200)}\nWhich parcel was entry 207?", 12)
+    _, chunks, after_cancel = asyncio.run(join_decoding_streams(openvino, joiner, cancel_after=0.3))
+    assert chunks >= 1 and after_cancel == 0, (chunks, after_cancel)
+    assert openvino.active_sequences == 0
 
 
 def test_more_than_the_kv_budget_waits_its_turn_and_what_never_fits_is_refused(folder):
