@@ -117,8 +117,9 @@ class OpenVINOEngine(TextEngine):
         ours, theirs = socket.socketpair()
         root = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        self._process = subprocess.Popen([sys.executable, "-m", "pipelines.openvino_worker", str(theirs.fileno()),
-                                          json.dumps(settings)], pass_fds=[theirs.fileno()], env=env)
+        # -P: the current folder is not searched first (a user's own `pipelines` package would be run).
+        command = [sys.executable, "-P", "-m", "pipelines.openvino_worker", str(theirs.fileno()), json.dumps(settings)]
+        self._process = subprocess.Popen(command, pass_fds=[theirs.fileno()], env=env)
         theirs.close()
         self._conn = Connection(ours.detach())
         try:

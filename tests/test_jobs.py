@@ -105,6 +105,18 @@ async def test_failures_are_recorded_with_their_reason(tiny, tickets, tmp_path):
     await service.close()
 
 
+async def test_the_worker_runs_this_agentd_whatever_the_current_folder(tiny, tickets, tmp_path, monkeypatch):
+    decoy = tmp_path / "project" / "agentd"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('another checkout, not the agentd that serves')\n")
+    monkeypatch.chdir(decoy.parent)
+    service = job_service(tmp_path / "data", tiny)
+    await service.start()
+    job = await wait_for(service.store, await queue_job(service, tickets, max_steps=4), lambda job: job.finished)
+    assert job.status == SUCCEEDED, job.error
+    await service.close()
+
+
 def test_jobs_left_running_by_a_dead_server_go_back_to_the_queue(tiny, tickets, tmp_path):
     store = open_store(tmp_path)
     orphan = record_job(store, tiny, tickets)

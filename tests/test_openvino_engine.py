@@ -253,6 +253,18 @@ def test_a_crashed_worker_process_is_replaced_and_the_stream_goes_on(folder):
         asyncio.run(engine.close())
 
 
+def test_the_worker_process_runs_this_engine_s_code_whatever_the_current_folder(folder, tmp_path, monkeypatch):
+    decoy = tmp_path / "pipelines"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('a package of the user project, not agentd')\n")
+    monkeypatch.chdir(tmp_path)
+    engine = OpenVINOEngine("ov-cwd", folder.resolve(), cache_dir=DATA_DIR.resolve() / "openvino", kv_cache_mb=64)
+    try:
+        assert asyncio.run(collect(engine, ask(QUESTIONS[3], 4)))[2] > 0
+    finally:
+        asyncio.run(engine.close())
+
+
 def test_logprobs_are_served_by_the_transformers_engine_behind_it(openvino):
     async def scenario():
         request = ask(QUESTIONS[2], 4, logprobs=2)

@@ -200,7 +200,8 @@ class JobManager:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             with open(log_path, "ab") as log_file:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "agentd.jobs.worker", str(self.data_dir), job_id],
+                    # -P: the current folder is not searched first (another checkout's agentd would be run).
+                    [sys.executable, "-P", "-m", "agentd.jobs.worker", str(self.data_dir), job_id],
                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     # Its own session: a Ctrl-C meant for the CLI or server does not kill training mid-step.
                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
