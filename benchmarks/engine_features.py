@@ -52,13 +52,13 @@ async def stream(engine, request) -> tuple[float, list[float], int]:
     return arrivals[0] - start, arrivals, tokens
 
 
-def build(name: str, prefill_budget: float | None = None):
+def build(name: str, prefill_chunk: int | None = None):
     folder = embedded_model_folder(DATA_DIR)
     if name == "openvino":
         from pipelines.openvino_engine import OpenVINOEngine
 
-        pacing = {} if prefill_budget is None else {"prefill_budget": prefill_budget}
-        return OpenVINOEngine(name, folder, cache_dir=DATA_DIR / "openvino", **pacing)
+        chunking = {} if prefill_chunk is None else {"prefill_chunk": prefill_chunk}
+        return OpenVINOEngine(name, folder, cache_dir=DATA_DIR / "openvino", **chunking)
     from pipelines.transformers_engine import TransformersEngine
 
     return TransformersEngine(name, folder, dtype="float32")
@@ -98,7 +98,7 @@ async def chunked_prefill(engine) -> tuple[float, float, float, float, float]:
                 during.append(gap)
                 if i < len(arrivals_alone):
                     same_tokens_alone.append(arrivals_alone[i] - arrivals_alone[i - 1])
-    return (_p95(same_tokens_alone), _p95(before), _p95(during), max(during, default=float("nan")), joiner_ttft)
+    return _p95(same_tokens_alone), _p95(before), _p95(during), max(during, default=float("nan")), joiner_ttft
 
 
 async def constrained_vs_free(engine) -> tuple[float, float]:
@@ -114,9 +114,9 @@ def _p95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))] if values else float("nan")
 
 
-async def measure(name: str, prefill_budget: float | None) -> dict[str, float]:
+async def measure(name: str, prefill_chunk: int | None) -> dict[str, float]:
     started = time.perf_counter()
-    engine = await asyncio.to_thread(build, name, prefill_budget)
+    engine = await asyncio.to_thread(build, name, prefill_chunk)
     ttft, _, _ = await stream(engine, chat("Hi!", 1))
     row = {"cold start s": time.perf_counter() - started}
     try:
@@ -138,11 +138,11 @@ async def measure(name: str, prefill_budget: float | None) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--engines", default="transformers,openvino")
-    parser.add_argument("--prefill-budget", type=float, default=None,
-                        help="the openvino engine's step-time budget for a prompt joining decoding streams, in "
-                             "decode steps (default: the engine's, 1.5)")
+    parser.add_argument("--prefill-chunk", type=int, default=None,
+                        help="the openvino engine's prefill tokens a step for a prompt joining decoding streams "
+                             "(default: the engine's, 32)")
     args = parser.parse_args()
-    rows = {name: asyncio.run(measure(name, args.prefill_budget)) for name in args.engines.split(",")}
+    rows = {name: asyncio.run(measure(name, args.prefill_chunk)) for name in args.engines.split(",")}
     names = list(rows)
     print("| measure | " + " | ".join(names) + " | goal |")
     print("|---|" + "---|" * (len(names) + 1))
