@@ -49,9 +49,7 @@ class _Sequence(QueuedSequence):
     grammar: str | None = None
     request_id: int | None = None  # its request in the worker's pipeline, while it has one
     restarts: int = 0
-    cached_upto: int = 0  # prompt tokens in the prefix cache: whole blocks seen before, then chunk by chunk
-    chunking: bool = False  # its prompt goes in chunk by chunk, down to the last
-    warming_upto: int = 0  # while a chunk prefills: the end of the prefix its one-token request holds
+    cached_upto: int = 0  # prompt tokens in the prefix cache: whole blocks seen before (where chunks start)
 
     def fail(self, error: EngineError) -> None:
         self.finished = True
@@ -84,7 +82,7 @@ class OpenVINOEngine(TextEngine):
         self._eos_ids = stop_token_ids(self.tokenizer, folder)
         self._prompts = PromptTokens(self.tokenizer, model_id, self.info.context_length, int(config.vocab_size))
         self._max_batched_tokens, self._precision = max_batched_tokens, precision
-        # A long prompt joining decoding streams is prefilled this many tokens a step (see _start).
+        # A long prompt joining decoding streams is prefilled this many tokens a step (openvino_worker.Prefill).
         self._prefill_chunk = max(_BLOCK_TOKENS, prefill_chunk - prefill_chunk % _BLOCK_TOKENS)
         self._spawn()
         self._grammars: dict[str, str] = {}
@@ -302,9 +300,10 @@ class OpenVINOEngine(TextEngine):
             self._take_step(*message[1:])
 
     def _take_step(self, outputs: list[tuple[int, list[int], bool]], refused: list[tuple[int, str]],
-                   seconds: float) -> None:
-        """What one of the worker's steps produced: tokens to deliver, chunks done, requests refused."""
+                   seconds: float, chunks: int) -> None:
+        """What one of the worker's steps produced: tokens to deliver, requests refused, prefill chunks added."""
         self.pipeline_steps, self.pipeline_seconds = self.pipeline_steps + 1, self.pipeline_seconds + seconds
+        self.prefill_chunks += chunks
         for request_id, error in refused:
             if (seq := self._by_request.pop(request_id, None)) is not None:
                 seq.fail(EngineError(f"generation failed: {error}", status=500))
@@ -315,11 +314,6 @@ class OpenVINOEngine(TextEngine):
             if finished:
                 del self._by_request[request_id]
                 seq.request_id = None
-            if seq.warming_upto:
-                if finished:  # the chunk is in the prefix cache: the next one, or the request itself
-                    seq.cached_upto = seq.warming_upto
-                    self._start(seq)
-                continue
             for token in tokens:
                 self._accept(seq, token)
                 if seq.done:
@@ -376,32 +370,18 @@ class OpenVINOEngine(TextEngine):
         self._start(seq)
 
     def _start(self, seq: _Sequence) -> None:
-        """Hands the sequence to the pipeline, or, while other streams decode, the next chunk of its prompt.
-
-        The pipeline's prefill budget per step is fixed when it is built, and one budget cannot serve both
-        loads: a small one doubles TTFT when many short prompts arrive at once, a large one stalls running
-        streams while a long prompt prefills. So the budget stays large, and a long prompt that joins
-        running streams goes in growing prefixes, each a one-token request whose blocks stay in the prefix
-        cache, so that every step prefills one chunk beside the others' decoding; the request itself then
-        finds its prompt cached."""
+        """Hands the sequence to the pipeline: a long prompt joining decoding streams chunk by chunk (see
+        openvino_worker.Prefill), from the first block the prefix cache does not hold."""
         ids = seq.prompt_ids + seq.generated  # after a failed step it goes on from the tokens it has
-        seq.warming_upto = 0
         others_decoding = any(other is not seq and other.completion_tokens and not other.done for other in self._live)
-        # A prompt of a few chunks goes whole (one step of it costs less than the chunks' extra requests);
-        # a longer one goes chunk by chunk down to its last.
-        uncached = len(ids) - seq.cached_upto
-        seq.chunking = seq.chunking or uncached > 4 * self._prefill_chunk
-        if others_decoding and seq.chunking and uncached > self._prefill_chunk:
-            seq.warming_upto = seq.cached_upto + self._prefill_chunk
-            self.prefill_chunks += 1
-            ids = ids[:seq.warming_upto]
-            config: dict[str, Any] = {"max_new_tokens": 1, "do_sample": False}
-        else:
-            config = self._config(seq)
+        # A prompt of a few chunks goes whole (one step of it costs less than the chunks' extra requests).
+        chunks = None
+        if others_decoding and len(ids) - seq.cached_upto > 4 * self._prefill_chunk:
+            chunks = (seq.cached_upto, self._prefill_chunk)
         seq.request_id = next(self._ids)
         self._by_request[seq.request_id] = seq
         try:
-            self._conn.send(("add", seq.request_id, ids, config))
+            self._conn.send(("add", seq.request_id, ids, self._config(seq), chunks))
         except OSError:
             pass  # the worker is gone: the next read finds out and restarts it
 
@@ -437,7 +417,7 @@ class OpenVINOEngine(TextEngine):
         live, self._live, self._by_request = [s for s in self._live if not s.done], [], {}
         self._seen_blocks.clear()  # the prefix cache went with the pipeline
         for seq in live:
-            seq.request_id, seq.cached_upto, seq.chunking = None, 0, False
+            seq.request_id, seq.cached_upto = None, 0
             if seq.grammar is not None or seq.restarts >= 1:
                 seq.fail(EngineError("generation failed inside the OpenVINO pipeline", status=500))
                 continue

@@ -141,34 +141,55 @@ def entries(first: int, count: int = 50) -> str:
     return " ".join(f"Entry {i}: parcel {700 + i} was signed for at the front desk." for i in range(first, first + count))
 
 
-async def join_decoding_streams(engine, request, cancel_after: float | None = None):
-    """`request` (≈ 800 prompt tokens) joins three streams that are decoding; (what it said, the chunks its
-    prompt was prefilled in, the chunks prefilled after it was cancelled)."""
+async def join_decoding_streams(engine, *requests, cancel_after: float | None = None, decoding: int = 48):
+    """`requests` (≈ 800 prompt tokens each) join three streams that are decoding (up to `decoding` tokens);
+    (what each said, the chunks their prompts were prefilled in, the chunks prefilled after they were
+    cancelled, the pipeline's steps until each said its first token)."""
     running = asyncio.Event()
-    streams = [asyncio.create_task(collect(engine, ask(q, 48), running, after=2)) for q in QUESTIONS[:3]]
+    stories = [ask(f"Tell me a long story about {topic}.", decoding) for topic in ("a ship", "a fox", "a city")]
+    streams = [asyncio.create_task(collect(engine, story, running, after=2)) for story in stories]
     await running.wait()
-    chunks_before = engine.prefill_chunks
+    chunks_before, steps_before = engine.prefill_chunks, engine.pipeline_steps
+    firsts = [asyncio.Event() for _ in requests]
+    joiners = [asyncio.create_task(collect(engine, r, first, after=1)) for r, first in zip(requests, firsts)]
     if cancel_after is None:
-        said = await collect(engine, request)
+        steps_to_first = []
+        for first in firsts:
+            await first.wait()
+            steps_to_first.append(engine.pipeline_steps - steps_before)
+        said = await asyncio.gather(*joiners)
         chunks, after_cancel = engine.prefill_chunks - chunks_before, 0
     else:
-        said, joiner = None, asyncio.create_task(collect(engine, request))
+        said, steps_to_first = None, None
         await asyncio.sleep(cancel_after)
-        joiner.cancel()
+        for joiner in joiners:
+            joiner.cancel()
         await asyncio.sleep(0.5)  # the cancel reaches the worker
         chunks = engine.prefill_chunks - chunks_before
         await asyncio.sleep(1.0)
         after_cancel = engine.prefill_chunks - chunks_before - chunks
     await asyncio.gather(*streams)
-    return said, chunks, after_cancel
+    return said, chunks, after_cancel, steps_to_first
 
 
 def test_a_long_prompt_joining_decoding_streams_is_prefilled_in_chunks_and_says_the_same(openvino):
     joiner = ask(f"{entries(0)}\nWhich parcel was entry 7?", 12)
-    joined, chunks, _ = asyncio.run(join_decoding_streams(openvino, joiner))
+    (joined,), chunks, _, (steps,) = asyncio.run(join_decoding_streams(openvino, joiner))
     # ≈ 800 prompt tokens, 32 a step while the others decode (the last few chunks with the request).
     assert chunks >= 8, chunks
+    # One chunk a step, back to back: a plain step between chunks would double the joiner's wait.
+    assert steps <= chunks + 4, (steps, chunks)
     assert asyncio.run(collect(openvino, joiner)) == joined  # alone, whole (and from the prefix cache)
+
+
+def test_two_long_prompts_joining_at_once_are_prefilled_one_after_the_other_and_say_the_same(openvino):
+    joiners = [ask(f"{entries(300)}\nWhich parcel was entry 301?", 8),
+               ask(f"{entries(400)}\nWhich parcel was entry 402?", 8)]
+    joined, chunks, _, steps = asyncio.run(join_decoding_streams(openvino, *joiners, decoding=120))
+    assert chunks >= 30, chunks
+    # First come, first prefilled, one chunk a step: the first is answering while the second's chunks go in.
+    assert steps[1] - steps[0] >= 0.4 * chunks, (steps, chunks)
+    assert [asyncio.run(collect(openvino, j)) for j in joiners] == joined
 
 
 def test_a_prompt_whose_prefix_is_cached_is_not_chunked_through_what_the_cache_holds(openvino):
@@ -178,14 +199,14 @@ def test_a_prompt_whose_prefix_is_cached_is_not_chunked_through_what_the_cache_h
     first = asyncio.run(collect(openvino, ask(f"{history}\nWhich parcel was entry 107?", 8)))
     assert first[2] > 0
     later = ask(f"{history}\nWhich parcel was entry 120?", 8)
-    joined, chunks, _ = asyncio.run(join_decoding_streams(openvino, later))
+    (joined,), chunks, _, _ = asyncio.run(join_decoding_streams(openvino, later))
     assert chunks == 0
     assert joined == asyncio.run(collect(openvino, later))
 
 
 def test_a_stream_closed_while_its_prompt_is_prefilled_in_chunks_stops_them(openvino):
     joiner = ask(f"{entries(200)}\nWhich parcel was entry 207?", 12)
-    _, chunks, after_cancel = asyncio.run(join_decoding_streams(openvino, joiner, cancel_after=0.3))
+    _, chunks, after_cancel, _ = asyncio.run(join_decoding_streams(openvino, joiner, cancel_after=0.3))
     assert chunks >= 1 and after_cancel == 0, (chunks, after_cancel)
     assert openvino.active_sequences == 0
 
