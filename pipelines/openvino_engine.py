@@ -49,7 +49,6 @@ class _Sequence(QueuedSequence):
     grammar: str | None = None
     request_id: int | None = None  # its request in the worker's pipeline, while it has one
     restarts: int = 0
-    cached_upto: int = 0  # prompt tokens in the prefix cache: whole blocks seen before (where chunks start)
 
     def fail(self, error: EngineError) -> None:
         self.finished = True
@@ -362,22 +361,19 @@ class OpenVINOEngine(TextEngine):
         return reused
 
     def _submit(self, seq: _Sequence) -> None:
-        if seq.restarts == 0:
-            # Chunks start after what the cache holds: an agent's next step shares its long system-and-tools
-            # prefix with the last, and chunks from the start would restore those blocks a step at a time.
-            seq.cached_upto = self._count_prefix(seq.prompt_ids)
-        self._live.append(seq)
-        self._start(seq)
-
-    def _start(self, seq: _Sequence) -> None:
         """Hands the sequence to the pipeline: a long prompt joining decoding streams chunk by chunk (see
         openvino_worker.Prefill), from the first block the prefix cache does not hold."""
-        ids = seq.prompt_ids + seq.generated  # after a failed step it goes on from the tokens it has
+        # Chunks start after what the cache holds: an agent's next step shares its long system-and-tools
+        # prefix with the last, and chunks from the start would restore those blocks a step at a time.
+        # After a failed step the cache went with the pipeline, and the sequence goes on from its tokens.
+        cached = self._count_prefix(seq.prompt_ids) if seq.restarts == 0 else 0
+        ids = seq.prompt_ids + seq.generated
+        self._live.append(seq)
         others_decoding = any(other is not seq and other.completion_tokens and not other.done for other in self._live)
         # A prompt of a few chunks goes whole (one step of it costs less than the chunks' extra requests).
         chunks = None
-        if others_decoding and len(ids) - seq.cached_upto > 4 * self._prefill_chunk:
-            chunks = (seq.cached_upto, self._prefill_chunk)
+        if others_decoding and len(ids) - cached > 4 * self._prefill_chunk:
+            chunks = (cached, self._prefill_chunk)
         seq.request_id = next(self._ids)
         self._by_request[seq.request_id] = seq
         try:
@@ -417,7 +413,7 @@ class OpenVINOEngine(TextEngine):
         live, self._live, self._by_request = [s for s in self._live if not s.done], [], {}
         self._seen_blocks.clear()  # the prefix cache went with the pipeline
         for seq in live:
-            seq.request_id, seq.cached_upto = None, 0
+            seq.request_id = None
             if seq.grammar is not None or seq.restarts >= 1:
                 seq.fail(EngineError("generation failed inside the OpenVINO pipeline", status=500))
                 continue

@@ -107,20 +107,28 @@ def serve(connection: Connection, settings: dict[str, Any]) -> None:
     def add(request_id: int, ids: list[int], config: dict[str, Any]) -> Any:
         return pipe.add_request(request_id, ov.Tensor(np.array([ids], dtype=np.int64)), generation_config(config))
 
+    def admit(request_id: int, ids: list[int], config: dict[str, Any], refused: list[tuple[int, str]]) -> None:
+        try:
+            handles[request_id] = add(request_id, ids, config)
+        except Exception as error:  # noqa: BLE001 - this request's failure only
+            refused.append((request_id, str(error)))
+
     def advance(refused: list[tuple[int, str]]) -> None:
         """The first prefill's next chunk, once its last is cached; its request after its last chunk."""
         nonlocal chunks
         while prefills and (prefills[0].chunk is None or prefills[0].chunk.get_status() != genai.GenerationStatus.RUNNING):
             prefill = prefills[0]
+            if (prefix := prefill.next_ids(bool(handles))) is None:
+                admit(prefill.request_id, prefill.ids, prefill.config, refused)
+                prefills.popleft()
+                continue
             try:
-                if (prefix := prefill.next_ids(bool(handles))) is not None:
-                    prefill.chunk = add(next(_CHUNK_IDS), prefix, {"max_new_tokens": 1, "do_sample": False})
-                    chunks += 1
-                    return
-                handles[prefill.request_id] = add(prefill.request_id, prefill.ids, prefill.config)
+                prefill.chunk = add(next(_CHUNK_IDS), prefix, {"max_new_tokens": 1, "do_sample": False})
+                chunks += 1
+                return
             except Exception as error:  # noqa: BLE001 - this request's failure only
                 refused.append((prefill.request_id, str(error)))
-            prefills.popleft()
+                prefills.popleft()
 
     def cancel(request_id: int) -> None:
         if (handle := handles.pop(request_id, None)) is not None:
@@ -140,13 +148,10 @@ def serve(connection: Connection, settings: dict[str, Any]) -> None:
                 return
             if message[0] == "add":
                 _, request_id, ids, config, chunking = message
-                if chunking is not None:
+                if chunking is None:
+                    admit(request_id, ids, config, refused)
+                else:
                     prefills.append(Prefill(request_id, ids, config, *chunking))
-                    continue
-                try:
-                    handles[request_id] = add(request_id, ids, config)
-                except Exception as error:  # noqa: BLE001 - this request's failure only
-                    refused.append((request_id, str(error)))
             elif message[0] == "cancel":
                 cancel(message[1])
         advance(refused)
